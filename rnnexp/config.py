@@ -1,0 +1,78 @@
+"""Checks on the composed config, made before any data is read or model built. Each problem is one
+`ConfigError` line that names the setting and says what would work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rnnexp.errors import ConfigError
+
+CELLS = ("rnn", "lstm", "gru")
+IMPLS = ("fused", "scratch")
+ACTIVATIONS = ("tanh", "relu")
+COMBINES = ("sum", "concat", "product")
+
+
+def _positive_int(cfg: dict[str, Any], key: str, name: str | None = None) -> None:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name or key} must be a positive integer, got {value!r}")
+
+
+def _fraction(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
+
+
+def validate_config(cfg: dict[str, Any]) -> None:
+    """Raise ConfigError for the first setting that cannot work. `cfg` is the resolved config."""
+    cell, arch, data = cfg["cell"], cfg["arch"], cfg["data"]
+    _positive_int(cfg, "unroll")
+    _positive_int(cfg, "batch_size")
+    _positive_int(cell, "hidden_size", "cell.hidden_size")
+    _positive_int(arch, "embedding_dim", "arch.embedding_dim")
+    if not isinstance(cfg["lr"], int | float) or cfg["lr"] <= 0:
+        raise ConfigError(f"lr must be a positive number, got {cfg['lr']!r}")
+    if cfg["clip"] is not None and (not isinstance(cfg["clip"], int | float) or cfg["clip"] < 0):
+        raise ConfigError(f"clip must be a number >= 0 (0 turns clipping off), got {cfg['clip']!r}")
+    if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
+        raise ConfigError(f"seed must be an integer, got {cfg['seed']!r}")
+
+    if cell["name"] not in CELLS:
+        raise ConfigError(f"cell.name must be one of {', '.join(CELLS)}, got {cell['name']!r}")
+    if cell["impl"] not in IMPLS:
+        raise ConfigError(f"cell.impl must be fused or scratch, got {cell['impl']!r}")
+    if cell["name"] == "rnn" and cell["activation"] not in ACTIVATIONS:
+        raise ConfigError(f"cell.activation must be tanh or relu, got {cell['activation']!r}")
+    if arch["combine"] not in COMBINES:
+        raise ConfigError(f"arch.combine must be one of {', '.join(COMBINES)}, got {arch['combine']!r}")
+    if arch["combine"] != "sum" and cell["name"] != "rnn":
+        raise ConfigError(
+            f"arch.combine={arch['combine']} is defined for the vanilla rnn cell only; "
+            f"cell={cell['name']} combines its gates by sum (arch.combine=sum)"
+        )
+    if arch["combine"] != "sum" and cell["impl"] == "fused":
+        raise ConfigError(
+            f"arch.combine={arch['combine']} exists on the scratch path only: add cell.impl=scratch "
+            "(torch's fused kernels compute the sum U x + W h)"
+        )
+    _fraction(arch["dropout"], "arch.dropout")
+
+    _fraction(data["val_fraction"], "data.val_fraction")
+    _fraction(data["test_fraction"], "data.test_fraction")
+    if data["val_fraction"] <= 0:
+        raise ConfigError("data.val_fraction must be > 0: validation needs some text")
+    if data["val_fraction"] + data["test_fraction"] >= 1:
+        raise ConfigError("data.val_fraction + data.test_fraction must leave some text for training")
+
+    if cfg["optim"]["name"] == "sgd" and cfg["optim"]["momentum"] < 0:
+        raise ConfigError(f"optim.momentum must be >= 0, got {cfg['optim']['momentum']!r}")
+    sched = cfg["sched"]
+    if sched["name"] == "exponential":
+        if not 0 < sched["decay_rate"] <= 1:
+            raise ConfigError(f"sched.decay_rate must be in (0, 1], got {sched['decay_rate']!r}")
+        _positive_int(sched, "decay_steps", "sched.decay_steps")
+    if cfg["sample"]["temperature"] <= 0:
+        raise ConfigError(f"sample.temperature must be > 0, got {cfg['sample']['temperature']!r}")
+    if cfg["sample"]["length"] < 0:
+        raise ConfigError(f"sample.length must be >= 0, got {cfg['sample']['length']!r}")

@@ -1,0 +1,27 @@
+"""A progress bar that shows training speed without reading the device at every step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import RichProgressBar
+
+
+class LMProgressBar(RichProgressBar):
+    """Shows the host-side numbers the task refreshes at its logging steps (`progress_stats`:
+    mean train loss, tokens per second, last validation loss) instead of tensors logged with
+    `prog_bar=True`, which the bar would copy to the host at every refresh."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        stats = getattr(pl_module, "progress_stats", {})
+        items.update({k: f"{v:,.0f}" if k.startswith("tok") else f"{v:.3f}" for k, v in stats.items()})
+        return items
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        # Lightning's reads "Epoch 0/-2" when training is bounded by steps or time (max_epochs=-1).
+        if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
+            return f"Epoch {current_epoch}"
+        return super()._get_train_description(current_epoch)

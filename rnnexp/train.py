@@ -1,0 +1,88 @@
+"""One training run from a composed Hydra config: check it, load the data, fit, report."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from rnnexp.config import validate_config
+from rnnexp.errors import ConfigError
+
+log = logging.getLogger("rnnexp")
+
+
+def resolve(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain Python values, with a one-line error for a required value left unset."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"{e.full_key} is required: set it on the command line, e.g. {e.full_key}=...") from None
+
+
+def train(cfg: DictConfig) -> float:
+    """Train as `cfg` says; returns the best validation loss (the value Hydra sweepers minimise)."""
+    config = resolve(cfg)
+    validate_config(config)
+
+    # Imported here, not at the top, so that `train.py --help` and `--cfg job` stay fast.
+    import hydra
+    import pytorch_lightning as pl
+    import torch
+    from torch.utils.data import DataLoader
+
+    from rnnexp.data import CharVocab, TBPTTBatches, load_corpus
+    from rnnexp.download import resolve_data_dir
+    from rnnexp.sample import generate
+    from rnnexp.task import LanguageModelTask
+
+    pl.seed_everything(config["seed"], workers=True)
+    corpus = load_corpus(config["data"], resolve_data_dir(config["data_dir"]))
+    train_batches = TBPTTBatches(corpus.train, config["batch_size"], config["unroll"], "train")
+    val_batches = TBPTTBatches(corpus.val, config["batch_size"], config["unroll"], "validation")
+    # batch_size=None: each dataset item is already a whole batch. shuffle=False keeps stream order,
+    # which the carried hidden state relies on. No workers: an item is a slice of a tensor.
+    train_loader = DataLoader(train_batches, batch_size=None, shuffle=False)
+    val_loader = DataLoader(val_batches, batch_size=None, shuffle=False)
+
+    task = LanguageModelTask(config, corpus.vocab.symbols)
+    logger = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values()]
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.callbacks or {}).values()]
+    if not config["trainer"].get("enable_progress_bar", True):  # one switch turns every bar off
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    log.info(
+        "training %s (%s, %d parameters) on %s: %d train / %d validation tokens, vocabulary %d",
+        config["cell"]["name"],
+        config["cell"]["impl"],
+        sum(p.numel() for p in task.parameters()),
+        config["data"]["name"],
+        len(corpus.train),
+        len(corpus.val),
+        len(corpus.vocab),
+    )
+    trainer.fit(task, train_loader, val_loader, ckpt_path=config["ckpt_path"])
+
+    # A run cut short by max_time or max_steps may end between validations: measure the final weights.
+    if task.last_val_step != task.global_step:
+        trainer.validate(task, val_loader, verbose=False)
+    final = float(trainer.callback_metrics["val/loss"])
+
+    sample_cfg = config["sample"]
+    if sample_cfg["length"] > 0:
+        generator = torch.Generator().manual_seed(config["seed"])
+        text = generate(task.model, CharVocab(task.vocab), sample_cfg["prime"], sample_cfg["length"],
+                        sample_cfg["temperature"], generator)
+        print(f"\n--- sample (temperature {sample_cfg['temperature']}) ---\n{text}\n---")
+    run_dir = Path(config["run_dir"]).resolve()
+    print(
+        f"final val/loss {final:.4f} nats/char ({final / math.log(2):.4f} bpc), "
+        f"best {task.best_val_loss:.4f}, after {task.global_step} steps\n"
+        f"run folder: {run_dir}\n"
+        f"view it:    tensorboard --logdir {run_dir}"
+    )
+    return task.best_val_loss

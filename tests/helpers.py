@@ -1,0 +1,56 @@
+"""Helpers for in-process runs: compose the real Hydra config, train a tiny model on tiny text."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Small enough to train in a second, large enough for a few batches of 4 streams x 8 steps.
+TINY_MODEL = [
+    "cell.hidden_size=16",
+    "arch.embedding_dim=8",
+    "batch_size=4",
+    "unroll=8",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=3",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "sample.length=20",
+]
+
+
+def make_text(n_words: int = 1500, seed: int = 0) -> str:
+    """Deterministic pseudo-English: learnable structure, a few KB."""
+    rng = random.Random(seed)
+    words = "the quick brown fox jumps over a lazy dog and then runs home to sleep".split()
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 10))) for _ in range(n_words // 7)]
+    return "\n".join(lines) + "\n"
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def tiny_run_config(text: Path, run_dir: Path, *overrides: str) -> DictConfig:
+    """The real config with a tiny model on `text`, writing into `run_dir`."""
+    return compose_config(
+        "data=text_file", f"data.path={text}", f"run_dir={run_dir}", *TINY_MODEL, *overrides
+    )
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in the run folder's TensorBoard event files, as TensorBoard itself reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}

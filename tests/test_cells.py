@@ -1,0 +1,97 @@
+"""The scratch cells follow the same equations, parameters and initialisation as torch's kernels."""
+
+import pytest
+import torch
+
+from rnnexp.cells import ScratchRNN, make_rnn
+
+CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
+
+
+def build_pair(cell, activation, num_layers=1, input_size=5, hidden_size=7):
+    torch.manual_seed(0)
+    scratch = make_rnn(cell, "scratch", input_size, hidden_size, num_layers, activation)
+    torch.manual_seed(0)
+    fused = make_rnn(cell, "fused", input_size, hidden_size, num_layers, activation)
+    return scratch, fused
+
+
+def random_state(cell, num_layers, batch, hidden):
+    h = torch.randn(num_layers, batch, hidden)
+    return (h, torch.randn(num_layers, batch, hidden)) if cell == "lstm" else h
+
+
+@pytest.mark.parametrize("cell,activation", CELLS)
+def test_same_seed_gives_same_parameters(cell, activation):
+    scratch, fused = build_pair(cell, activation, num_layers=2)
+    scratch_params, fused_params = scratch.state_dict(), fused.state_dict()
+    assert list(scratch_params) == list(fused_params)
+    for name in fused_params:
+        assert torch.equal(scratch_params[name], fused_params[name]), name
+
+
+@pytest.mark.parametrize("cell,activation", CELLS)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_scratch_matches_fused_outputs_states_and_gradients(cell, activation, num_layers):
+    scratch, fused = build_pair(cell, activation, num_layers)
+    x = torch.randn(11, 3, 5)  # (T, B, input)
+    state = random_state(cell, num_layers, 3, 7)
+    out_s, state_s = scratch(x, state)
+    out_f, state_f = fused(x, state)
+    torch.testing.assert_close(out_s, out_f, rtol=1e-5, atol=1e-6)
+    for a, b in zip(torch.utils._pytree.tree_leaves(state_s), torch.utils._pytree.tree_leaves(state_f), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    (out_s.square().sum()).backward()
+    (out_f.square().sum()).backward()
+    fused_params = dict(fused.named_parameters())
+    for name, p in scratch.named_parameters():
+        torch.testing.assert_close(p.grad, fused_params[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_lstm_forget_gate_bias_starts_at_one():
+    for impl in ("scratch", "fused"):
+        lstm = make_rnn("lstm", impl, 3, 4)
+        forget_bias = lstm.bias_ih_l0[4:8] + lstm.bias_hh_l0[4:8]
+        assert torch.equal(forget_bias, torch.ones(4)), impl
+
+
+def test_lstm_step_follows_the_equations():
+    """One step by hand: c' = f*c + i*g, h' = o*tanh(c'), gates in torch's order i, f, g, o."""
+    torch.manual_seed(1)
+    lstm = ScratchRNN("lstm", 2, 3)
+    x, h, c = torch.randn(1, 1, 2), torch.randn(1, 1, 3), torch.randn(1, 1, 3)
+    pre = x[0] @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + h[0] @ lstm.weight_hh_l0.T + lstm.bias_hh_l0
+    i, f, g, o = pre.sigmoid()[:, 0:3], pre.sigmoid()[:, 3:6], pre.tanh()[:, 6:9], pre.sigmoid()[:, 9:12]
+    c_next = f * c[0] + i * g
+    _, (h_out, c_out) = lstm(x, (h, c))
+    torch.testing.assert_close(c_out[0], c_next)
+    torch.testing.assert_close(h_out[0], o * c_next.tanh())
+
+
+@pytest.mark.parametrize("combine", ["concat", "product"])
+def test_combine_variants_run_and_differ_from_sum(combine):
+    torch.manual_seed(0)
+    plain = ScratchRNN("rnn", 4, 6)
+    torch.manual_seed(0)
+    variant = ScratchRNN("rnn", 4, 6, combine=combine)
+    x = torch.randn(5, 2, 4)
+    out, h = variant(x)
+    assert out.shape == (5, 2, 6) and h.shape == (1, 2, 6)
+    assert not torch.allclose(out, plain(x)[0])
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in variant.parameters())
+
+
+def test_product_combine_multiplies_the_transformed_input_and_state():
+    torch.manual_seed(0)
+    rnn = ScratchRNN("rnn", 3, 4, combine="product")
+    x, h = torch.randn(1, 2, 3), torch.randn(1, 2, 4)
+    expected = torch.tanh((x[0] @ rnn.weight_ih_l0.T + rnn.bias_ih_l0) * (h[0] @ rnn.weight_hh_l0.T + rnn.bias_hh_l0))
+    torch.testing.assert_close(rnn(x, h)[1][0], expected)
+
+
+def test_combine_only_where_it_is_defined():
+    with pytest.raises(ValueError, match="scratch path only"):
+        make_rnn("rnn", "fused", 3, 4, combine="concat")
+    with pytest.raises(ValueError, match="vanilla rnn cell only"):
+        make_rnn("lstm", "scratch", 3, 4, combine="product")

@@ -1,0 +1,59 @@
+"""train.py as a user runs it: a subprocess, from the repository root."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO, SHARED_DATA, read_scalars
+
+
+def run_train(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_does_not_import_torch_or_lightning():
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['train.py', '--help']\n"
+        "try:\n    runpy.run_path('train.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('heavy imports:', sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "cell: gru, lstm, rnn" in result.stdout
+    assert "heavy imports: []" in result.stdout
+
+
+def test_bad_value_exits_2_with_one_line_and_no_run_folder(tmp_path):
+    result = run_train("lr=-1", f"hydra.run.dir={tmp_path}/run", "data_dir=/nonexistent")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: lr must be a positive number, got -1"
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_data_file_is_one_clear_line(tmp_path):
+    result = run_train("data=text_file", f"data.path={tmp_path}/nope.txt", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: data file {tmp_path}/nope.txt does not exist"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "tinyshakespeare.txt").exists(), reason="needs ../shared/data")
+def test_headline_command_learns_tinyshakespeare(tmp_path):
+    """The issue's acceptance run: `python train.py cell=gru unroll=40 trainer.max_steps=300`."""
+    run_dir = tmp_path / "run"
+    result = run_train(
+        "cell=gru", "unroll=40", "trainer.max_steps=300", f"hydra.run.dir={run_dir}",
+        "trainer.enable_progress_bar=false", env={"RNNEXP_DATA_DIR": str(SHARED_DATA)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--- sample" in result.stdout and f"run folder: {run_dir}" in result.stdout
+    scalars = read_scalars(run_dir)
+    expected = {"train/loss", "val/loss", "val/bpc", "lr", "grad_norm/total", "grad_norm/rnn.weight_hh_l0"}
+    assert expected <= set(scalars)
+    final_bpc = scalars["val/bpc"][-1]
+    assert final_bpc[0] == 300 and final_bpc[1] < 3.0

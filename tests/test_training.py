@@ -1,0 +1,152 @@
+"""End-to-end runs of the real config and training path, with tiny models on tiny text."""
+
+import math
+
+import pytest
+import torch
+
+from rnnexp.errors import ConfigError
+from rnnexp.train import train
+from tests.helpers import read_scalars, tiny_run_config
+
+VALID = [
+    ("rnn", "fused", "sum"),
+    ("rnn", "scratch", "sum"),
+    ("rnn", "scratch", "concat"),
+    ("rnn", "scratch", "product"),
+    ("lstm", "fused", "sum"),
+    ("lstm", "scratch", "sum"),
+    ("gru", "fused", "sum"),
+    ("gru", "scratch", "sum"),
+]
+
+
+@pytest.mark.parametrize("cell,impl,combine", VALID)
+def test_every_valid_cell_impl_combine_trains(tiny_text, tmp_path, cell, impl, combine):
+    run_dir = tmp_path / "run"
+    best = train(tiny_run_config(tiny_text, run_dir, f"cell={cell}", f"cell.impl={impl}", f"arch.combine={combine}"))
+    assert math.isfinite(best)
+    scalars = read_scalars(run_dir)
+    assert [step for step, _ in scalars["train/loss"]] == [0, 1, 2, 3]
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert (run_dir / "checkpoints" / "best.ckpt").exists()
+
+
+def test_relu_rnn_with_sgd_and_exponential_decay(tiny_text, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "cell=rnn", "cell.activation=relu", "optim=sgd", "lr=0.5", "clip=5",
+                          "sched=exponential", "sched.decay_rate=0.5", "sched.decay_steps=2"))
+    lrs = [lr for _, lr in read_scalars(run_dir)["lr"]]
+    # lr = 0.5 * 0.5 ** (step / 2), read before each optimizer step
+    assert lrs == pytest.approx([0.5 * 0.5 ** (s / 2) for s in range(4)], rel=1e-6)
+
+
+def test_scratch_and_fused_give_the_same_losses(tiny_text, tmp_path):
+    """Same seed, same data: the first 15 training losses agree within 1e-4 relative."""
+    for cell in ("rnn", "lstm", "gru"):
+        losses = {}
+        for impl in ("scratch", "fused"):
+            run_dir = tmp_path / f"{cell}-{impl}"
+            train(tiny_run_config(tiny_text, run_dir, f"cell={cell}", f"cell.impl={impl}", "trainer.max_steps=15",
+                                  "trainer.val_check_interval=15", "sample.length=0"))
+            losses[impl] = [loss for _, loss in read_scalars(run_dir)["train/loss"]]
+        assert len(losses["fused"]) == 15
+        assert losses["scratch"] == pytest.approx(losses["fused"], rel=1e-4), cell
+        assert losses["fused"][-1] < losses["fused"][0]  # and it learns
+
+
+def test_logs_every_tag_every_n_steps(tiny_text, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "cell=gru", "trainer.max_steps=6", "trainer.log_every_n_steps=3",
+                          "trainer.val_check_interval=3"))
+    scalars = read_scalars(run_dir)
+    params = ["embedding.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0",
+              "head.weight", "head.bias"]
+    for tag in ["train/loss", "lr", "grad_norm/total", *(f"grad_norm/{p}" for p in params)]:
+        assert [step for step, _ in scalars[tag]] == [2, 5], tag
+    for tag in ["val/loss", "val/bpc", "hp/best_val_bpc"]:
+        assert len(scalars[tag]) >= 2, tag
+    # bits per character are nats per character over ln 2
+    for (_, loss), (_, bpc) in zip(scalars["val/loss"], scalars["val/bpc"], strict=True):
+        assert bpc == pytest.approx(loss / math.log(2))
+    # the total is the norm of the per-parameter norms
+    total = scalars["grad_norm/total"][0][1]
+    assert total == pytest.approx(math.sqrt(sum(scalars[f"grad_norm/{p}"][0][1] ** 2 for p in params)), rel=1e-5)
+
+
+def test_hparams_are_written_for_tensorboards_hparams_tab(tiny_text, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run_dir = tmp_path / "run"
+    best = train(tiny_run_config(tiny_text, run_dir, "lr=0.01"))
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = session.session_start_info.hparams
+    assert hparams["lr"].number_value == pytest.approx(0.01)
+    assert hparams["cell/name"].string_value == "lstm"
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    assert {m.name.tag for m in experiment.experiment.metric_infos} == {"hp/val_bpc", "hp/best_val_bpc"}
+    # The metric the tab shows last is the real best, not the initial placeholder.
+    assert read_scalars(run_dir)["hp/best_val_bpc"][-1][1] == pytest.approx(best / math.log(2), rel=1e-6)
+
+
+def test_resume_restores_weights_optimizer_and_step(tiny_text, tmp_path):
+    first = tmp_path / "first"
+    train(tiny_run_config(tiny_text, first, "trainer.max_steps=4"))
+    checkpoint = torch.load(first / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 4 and checkpoint["optimizer_states"][0]["state"]
+    resumed = tmp_path / "resumed"
+    train(tiny_run_config(tiny_text, resumed, "trainer.max_steps=6", f"ckpt_path={first}/checkpoints/last.ckpt"))
+    assert [step for step, _ in read_scalars(resumed)["train/loss"]] == [4, 5]
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+
+
+def test_checkpoint_holds_vocabulary_and_config(tiny_text, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir))
+    hyper = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]
+    assert "".join(hyper["vocab"]) == "".join(sorted(set(tiny_text.read_text())))
+    assert hyper["config"]["cell"]["name"] == "lstm"
+
+
+def test_seed_zero_is_honoured(tiny_text, tmp_path):
+    losses = []
+    for name, seed in [("a", 0), ("b", 0), ("c", 1)]:
+        train(tiny_run_config(tiny_text, tmp_path / name, f"seed={seed}", "sample.length=0"))
+        losses.append([v for _, v in read_scalars(tmp_path / name)["train/loss"]])
+    assert losses[0] == losses[1]
+    assert losses[0] != losses[2]
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["cell=rnn", "arch.combine=concat"], "exists on the scratch path only: add cell.impl=scratch"),
+        (["cell=lstm", "cell.impl=scratch", "arch.combine=product"], "defined for the vanilla rnn cell only"),
+        (["cell=rnn", "cell.activation=sigmoid"], "cell.activation must be tanh or relu"),
+        (["cell.impl=cudnn"], "cell.impl must be fused or scratch"),
+        (["lr=0"], "lr must be a positive number"),
+        (["unroll=0"], "unroll must be a positive integer"),
+        (["batch_size=-4"], "batch_size must be a positive integer"),
+        (["cell.hidden_size=0"], "cell.hidden_size must be a positive integer"),
+        (["clip=-1"], "clip must be a number >= 0"),
+        (["arch.dropout=1.0"], r"arch.dropout must be a number in \[0, 1\)"),
+        (["data.val_fraction=0"], "data.val_fraction must be > 0"),
+        (["sched=exponential", "sched.decay_rate=1.5"], r"sched.decay_rate must be in \(0, 1\]"),
+    ],
+)
+def test_bad_config_is_refused_before_any_work(tiny_text, tmp_path, overrides, message):
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=message):
+        train(tiny_run_config(tiny_text, run_dir, *overrides))
+    assert not run_dir.exists()
+
+
+def test_text_file_without_a_path_is_a_config_error(tmp_path):
+    from tests.helpers import compose_config
+
+    with pytest.raises(ConfigError, match="data.path is required"):
+        train(compose_config("data=text_file", f"run_dir={tmp_path}"))

@@ -24,6 +24,20 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"{e.full_key} is required: set it on the command line, e.g. {e.full_key}=...") from None
 
 
+def choose_precision(requested: str, accelerator: str) -> str:
+    """`auto`: bf16-mixed on a CPU with native bf16 units (AVX512-BF16 or AMX), where it measured
+    2.4x faster for an LSTM with H=512 (see README), else full precision. GPUs get 32-true until
+    bf16 is measured there too."""
+    import torch
+
+    if requested != "auto":
+        return requested
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    cpu_bf16 = any(getattr(torch.cpu, probe, lambda: False)()
+                   for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return "bf16-mixed" if cpu_bf16 and not on_gpu else "32-true"
+
+
 def train(cfg: DictConfig) -> float:
     """Train as `cfg` says; returns the best validation loss (the value Hydra sweepers minimise)."""
     config = resolve(cfg)
@@ -54,11 +68,15 @@ def train(cfg: DictConfig) -> float:
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.callbacks or {}).values()]
     if not config["trainer"].get("enable_progress_bar", True):  # one switch turns every bar off
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    precision = choose_precision(str(config["trainer"]["precision"]), config["trainer"]["accelerator"])
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=logger, callbacks=callbacks, precision=precision
+    )
     log.info(
-        "training %s (%s, %d parameters) on %s: %d train / %d validation tokens, vocabulary %d",
+        "training %s (%s, %s, %d parameters) on %s: %d train / %d validation tokens, vocabulary %d",
         config["cell"]["name"],
         config["cell"]["impl"],
+        precision,
         sum(p.numel() for p in task.parameters()),
         config["data"]["name"],
         len(corpus.train),

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, SHARED_DATA, read_scalars
+from tests.helpers import REPO, SHARED_DATA, TINY_MODEL, make_text, read_scalars
 
 
 def run_train(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -57,3 +57,37 @@ def test_headline_command_learns_tinyshakespeare(tmp_path):
     assert expected <= set(scalars)
     final_bpc = scalars["val/bpc"][-1]
     assert final_bpc[0] == 300 and final_bpc[1] < 3.0
+    import torch
+
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 300
+
+
+def test_multirun_sweep_runs_every_combination(tmp_path):
+    text = tmp_path / "tiny.txt"
+    text.write_text(make_text())
+    result = run_train(
+        "-m", "cell=rnn,gru", "unroll=4,8", "data=text_file", f"data.path={text}", f"hydra.sweep.dir={tmp_path}/sweep",
+        *(o for o in TINY_MODEL if not o.startswith("unroll=")),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, (cell, unroll) in enumerate([("rnn", 4), ("rnn", 8), ("gru", 4), ("gru", 8)]):
+        run = tmp_path / "sweep" / str(job)
+        config = (run / ".hydra" / "config.yaml").read_text()
+        assert f"name: {cell}" in config and f"unroll: {unroll}" in config
+        assert "val/loss" in read_scalars(run)
+
+
+def test_sample_script_continues_the_prime(tiny_text, tmp_path):
+    from rnnexp.train import train
+    from tests.helpers import tiny_run_config
+
+    train(tiny_run_config(tiny_text, tmp_path / "run"))
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    command = [sys.executable, "scripts/sample.py", str(checkpoint), "--prime", "the ", "--length", "30"]
+    first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("the ") and len(first.stdout) == 34 + 1  # print's newline
+    assert first.stdout == again.stdout  # seeded
+    bad = subprocess.run([*command[:2], str(tmp_path / "none.ckpt")], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and "does not exist" in bad.stderr

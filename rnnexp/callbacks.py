@@ -1,11 +1,22 @@
-"""A progress bar that shows training speed without reading the device at every step."""
+"""Lightning callbacks, as the `callbacks` config group uses them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import RichProgressBar
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+
+
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with last.ckpt always holding the final state: Lightning's own
+    skips it at the end of training when an earlier validation already wrote one, so a run stopped
+    by max_steps or max_time between validations would leave a stale last.ckpt."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        super().on_train_end(trainer, pl_module)
 
 
 class LMProgressBar(RichProgressBar):

@@ -1,17 +1,43 @@
-"""Lightning callbacks, as the `callbacks` config group uses them."""
+"""Lightning callbacks and plugins, as the `callbacks` and `trainer` config groups use them."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from rnnexp.checkpoint import atomic_save, load_checkpoint
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Saves through a temporary file and a rename (a kill mid-save keeps the previous checkpoint);
+    loads with weights_only=True and one-line errors for missing, corrupt or unsafe files."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        atomic_save(checkpoint, Path(path))
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> Any:
+        return load_checkpoint(path, "cpu" if map_location is None else map_location)
 
 
 class Checkpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, with last.ckpt always holding the final state: Lightning's own
-    skips it at the end of training when an earlier validation already wrote one, so a run stopped
-    by max_steps or max_time between validations would leave a stale last.ckpt."""
+    """Lightning's ModelCheckpoint (best by the monitored metric at each validation, plus last.ckpt),
+    with last.ckpt also written every `every_n_steps` steps and always at the end of training:
+    Lightning's own skips the end when an earlier validation already wrote one, so a run stopped by
+    max_steps or max_time between validations would leave a stale last.ckpt."""
+
+    def __init__(self, *args: Any, every_n_steps: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
+        if due and self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:

@@ -72,6 +72,10 @@ def validate_config(cfg: dict[str, Any]) -> None:
         if not 0 < sched["decay_rate"] <= 1:
             raise ConfigError(f"sched.decay_rate must be in (0, 1], got {sched['decay_rate']!r}")
         _positive_int(sched, "decay_steps", "sched.decay_steps")
+    if cfg["guard"]["on_nonfinite"] not in ("stop", "skip"):
+        raise ConfigError(f"guard.on_nonfinite must be stop or skip, got {cfg['guard']['on_nonfinite']!r}")
+    if not isinstance(cfg["guard"]["explode_factor"], int | float) or cfg["guard"]["explode_factor"] < 0:
+        raise ConfigError(f"guard.explode_factor must be a number >= 0, got {cfg['guard']['explode_factor']!r}")
     if cfg["sample"]["temperature"] <= 0:
         raise ConfigError(f"sample.temperature must be > 0, got {cfg['sample']['temperature']!r}")
     if cfg["sample"]["length"] < 0:

@@ -111,3 +111,30 @@ class TBPTTBatches(Dataset):
         start = k * self.unroll
         window = self.streams[start : start + self.unroll + 1].long()
         return window[:-1], window[1:]
+
+
+class StreamLoader:
+    """Yields the batches of a TBPTTBatches in stream order, resumably: Lightning keeps its
+    `state_dict` in every checkpoint and restores it, so a resumed run goes on with the next batch
+    of the same epoch rather than starting the corpus over."""
+
+    def __init__(self, batches: TBPTTBatches) -> None:
+        self.batches = batches
+        self.position = 0  # batches of this epoch handed out so far
+        self._resume_at = 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        start, self._resume_at = self._resume_at, 0
+        for k in range(start, len(self.batches)):
+            self.position = k + 1
+            yield self.batches[k]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position = state["position"]
+        self._resume_at = self.position % len(self.batches)  # a finished epoch resumes at the next

@@ -11,3 +11,11 @@ class ConfigError(RnnexpError):
 
 class DataError(RnnexpError):
     """A data file that is missing, unreadable, corrupt or too small, or a failed download."""
+
+
+class CheckpointError(RnnexpError):
+    """A checkpoint that is missing, corrupt, unsafe to load, or does not fit this run."""
+
+
+class TrainingDiverged(RnnexpError):
+    """The loss or a gradient became NaN or infinite."""

@@ -10,6 +10,7 @@ Metrics are gathered on the device and read by the host only every `log_every_n_
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -20,12 +21,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnexp.cells import State
+from rnnexp.errors import TrainingDiverged
 from rnnexp.model import RNNLanguageModel
+
+log = logging.getLogger("rnnexp")
+
+
+def apply_to_state(state: State, fn: Any) -> State:
+    """`fn` applied to the hidden state: one tensor, or LSTM's (h, c) pair."""
+    return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
 
 
 def detach_state(state: State) -> State:
     """Keep the values of the hidden state, drop the graph that produced them."""
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+    return apply_to_state(state, Tensor.detach)
 
 
 class LanguageModelTask(pl.LightningModule):
@@ -45,27 +54,41 @@ class LanguageModelTask(pl.LightningModule):
             combine=arch["combine"],
             dropout=arch["dropout"],
         )
+        self.guard = config["guard"]
         self.train_state: State | None = None
         self.val_state: State | None = None
         self.best_val_loss = math.inf
         self.last_val_step = -1
+        self.first_logged_loss: float | None = None
+        # The first step whose loss or gradient was NaN/inf, kept on the device (-1: none yet).
+        self._first_bad_step = torch.tensor(-1)
         # Host-side numbers for the progress bar, refreshed at logging steps only.
         self.progress_stats: dict[str, float] = {}
         self._reset_log_window()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> LanguageModelTask:
+        """The trained module of a checkpoint loaded by `rnnexp.checkpoint.load_checkpoint`."""
+        saved = checkpoint["hyper_parameters"]
+        task = cls(saved["config"], saved["vocab"])
+        task.load_state_dict(checkpoint["state_dict"])
+        return task
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         return self.model(tokens, state)
 
     # --- training -------------------------------------------------------------------------------
 
-    def on_train_epoch_start(self) -> None:
-        self.train_state = None  # every stream restarts at the start of the corpus
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         inputs, targets = batch
+        if batch_idx == 0:
+            self.train_state = None  # a new epoch: every stream restarts at the start of the corpus
         logits, state = self.model(inputs, self.train_state)
         self.train_state = detach_state(state)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean NLL per token
+        if self.guard["on_nonfinite"] == "skip" and not torch.isfinite(loss):  # a host sync, every step
+            log.warning("step %d: loss is %s; step skipped", self.global_step, loss.item())
+            return None  # Lightning then skips backward and the optimizer step
         self._loss_sum += loss.detach()
         self._window_steps += 1
         self._window_tokens += targets.numel()
@@ -78,15 +101,16 @@ class LanguageModelTask(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Runs after backward and before clipping, so the gradient norms are the pre-clip ones."""
+        named_grads = [(name, p.grad) for name, p in self.model.named_parameters() if p.grad is not None]
+        if not named_grads:
+            return
+        norms = {f"grad_norm/{name}": torch.linalg.vector_norm(grad) for name, grad in named_grads}
+        norms["grad_norm/total"] = torch.linalg.vector_norm(torch.stack(list(norms.values())))
+        self._guard_gradients(norms["grad_norm/total"], optimizer)
         if not self._is_log_step():
             return
-        norms = {
-            f"grad_norm/{name}": torch.linalg.vector_norm(p.grad)
-            for name, p in self.model.named_parameters()
-            if p.grad is not None
-        }
-        norms["grad_norm/total"] = torch.linalg.vector_norm(torch.stack(list(norms.values())))
-        train_loss = self._loss_sum / self._window_steps
+        self.raise_if_diverged()
+        train_loss = self._loss_sum / max(self._window_steps, 1)
         elapsed = time.perf_counter() - self._window_start
         tokens_per_sec = self._window_tokens / elapsed
         self.log_dict(norms)
@@ -94,7 +118,37 @@ class LanguageModelTask(pl.LightningModule):
         self.log("lr", optimizer.param_groups[0]["lr"])
         self.log("perf/tokens_per_sec", tokens_per_sec)
         self.progress_stats.update(loss=train_loss.item(), tok_per_s=tokens_per_sec)
+        self._report_explosion(self.progress_stats["loss"])
         self._reset_log_window()
+
+    def _guard_gradients(self, total_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        if self.guard["on_nonfinite"] == "skip":
+            if not torch.isfinite(total_norm):  # a host sync, every step: the price of skipping
+                log.warning("step %d: gradient norm is %s; step skipped", self.global_step, total_norm.item())
+                optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are not updated
+            return
+        # Remember the first bad step on the device; it is read at logging steps and before saving.
+        bad = ~torch.isfinite(total_norm) & (self._first_bad_step < 0)
+        self._first_bad_step = torch.where(bad, self.global_step, self._first_bad_step)
+
+    def raise_if_diverged(self) -> None:
+        """Stop training once the loss or a gradient has been NaN or infinite (reads the device)."""
+        first_bad = int(self._first_bad_step)
+        if first_bad >= 0:
+            raise TrainingDiverged(
+                f"loss or gradient became NaN/inf at step {first_bad}; training stopped, the checkpoints "
+                "hold the last finite state (try a lower lr, clip > 0, or guard.on_nonfinite=skip)"
+            )
+
+    def _report_explosion(self, train_loss: float) -> None:
+        if self.first_logged_loss is None:
+            self.first_logged_loss = train_loss
+        factor = self.guard["explode_factor"]
+        if factor and train_loss > factor * self.first_logged_loss:
+            log.warning(
+                "step %d: train loss %.3f is over %gx its first value %.3f: exploding?",
+                self.global_step, train_loss, factor, self.first_logged_loss,
+            )
 
     def _reset_log_window(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
@@ -103,7 +157,12 @@ class LanguageModelTask(pl.LightningModule):
         self._window_start = time.perf_counter()
 
     def on_train_start(self) -> None:
-        self._reset_log_window()  # now on the training device, and the clock starts here
+        # Now on the training device: move what __init__ or a checkpoint made there; start the clock.
+        self._first_bad_step = self._first_bad_step.to(self.device)
+        self._loss_sum = self._loss_sum.to(self.device)
+        if self.train_state is not None:
+            self.train_state = apply_to_state(self.train_state, lambda s: s.to(self.device))
+        self._window_start = time.perf_counter()
 
     # --- validation -----------------------------------------------------------------------------
 
@@ -122,6 +181,8 @@ class LanguageModelTask(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         val_loss = (self._val_nll / self._val_tokens).float()
+        if not torch.isfinite(val_loss):
+            raise TrainingDiverged(f"validation loss is {val_loss.item()} at step {self.global_step}")
         self.best_val_loss = min(self.best_val_loss, val_loss.item())
         self.log_dict(
             {
@@ -139,6 +200,8 @@ class LanguageModelTask(pl.LightningModule):
     def on_fit_start(self) -> None:
         """Hyperparameters to TensorBoard's HParams tab, linked to the `hp/` metrics logged at each
         validation. They start at log2(vocab), the bits per character of a uniform guess."""
+        if self.trainer.ckpt_path is not None:
+            return  # resumed: the run folder has them already
         uniform_bpc = math.log2(len(self.vocab))
         for logger in self.loggers:
             logger.log_hyperparams(
@@ -147,10 +210,26 @@ class LanguageModelTask(pl.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["best_val_loss"] = self.best_val_loss
+        """Everything beyond Lightning's own state that an exact resume needs."""
+        self.raise_if_diverged()  # never write NaN weights over the last good checkpoint
+        checkpoint["rnnexp"] = {
+            "train_state": self.train_state,
+            "best_val_loss": self.best_val_loss,
+            "first_logged_loss": self.first_logged_loss,
+            "log_window": (self._loss_sum, self._window_steps, self._window_tokens),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.best_val_loss = checkpoint.get("best_val_loss", math.inf)
+        saved = checkpoint["rnnexp"]
+        self.train_state = saved["train_state"]
+        self.best_val_loss = saved["best_val_loss"]
+        self.first_logged_loss = saved["first_logged_loss"]
+        self._loss_sum, self._window_steps, self._window_tokens = saved["log_window"]
+        torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.parameters(), self.config["optim"], self.config["lr"])

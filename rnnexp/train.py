@@ -47,24 +47,36 @@ def train(cfg: DictConfig) -> float:
     import hydra
     import pytorch_lightning as pl
     import torch
-    from torch.utils.data import DataLoader
 
-    from rnnexp.data import CharVocab, TBPTTBatches, load_corpus
+    from rnnexp.checkpoint import check_fits, find_checkpoint, load_checkpoint
+    from rnnexp.data import CharVocab, StreamLoader, TBPTTBatches, load_corpus
     from rnnexp.download import resolve_data_dir
     from rnnexp.sample import generate
     from rnnexp.task import LanguageModelTask
 
     pl.seed_everything(config["seed"], workers=True)
     corpus = load_corpus(config["data"], resolve_data_dir(config["data_dir"]))
-    train_batches = TBPTTBatches(corpus.train, config["batch_size"], config["unroll"], "train")
-    val_batches = TBPTTBatches(corpus.val, config["batch_size"], config["unroll"], "validation")
-    # batch_size=None: each dataset item is already a whole batch. shuffle=False keeps stream order,
-    # which the carried hidden state relies on. No workers: an item is a slice of a tensor.
-    train_loader = DataLoader(train_batches, batch_size=None, shuffle=False)
-    val_loader = DataLoader(val_batches, batch_size=None, shuffle=False)
+    # Stream order matters (the hidden state is carried from batch to batch), so no shuffling; no
+    # worker processes either: a batch is a slice of a tensor.
+    train_loader = StreamLoader(TBPTTBatches(corpus.train, config["batch_size"], config["unroll"], "train"))
+    val_loader = StreamLoader(TBPTTBatches(corpus.val, config["batch_size"], config["unroll"], "validation"))
+
+    ckpt_path, start_step = None, 0
+    if config["ckpt_path"] is not None:
+        ckpt_path = find_checkpoint(config["ckpt_path"])
+        checkpoint = load_checkpoint(ckpt_path)
+        check_fits(checkpoint, ckpt_path, config, corpus.vocab.symbols)
+        start_step = checkpoint["global_step"]
+        log.info("resuming from %s at step %d", ckpt_path, start_step)
+        del checkpoint
 
     task = LanguageModelTask(config, corpus.vocab.symbols)
-    logger = [hydra.utils.instantiate(c) for c in (cfg.logger or {}).values()]
+    # purge_step: TensorBoard drops what an interrupted run logged after the checkpoint's step.
+    logger = [
+        hydra.utils.instantiate(c, **({"purge_step": start_step} if c["_target_"].endswith("TensorBoardLogger")
+                                       and start_step else {}))
+        for c in (cfg.logger or {}).values()
+    ]
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.callbacks or {}).values()]
     if not config["trainer"].get("enable_progress_bar", True):  # one switch turns every bar off
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
@@ -83,7 +95,7 @@ def train(cfg: DictConfig) -> float:
         len(corpus.val),
         len(corpus.vocab),
     )
-    trainer.fit(task, train_loader, val_loader, ckpt_path=config["ckpt_path"])
+    trainer.fit(task, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
 
     # A run cut short by max_time or max_steps may end between validations: measure the final weights.
     if task.last_val_step != task.global_step:

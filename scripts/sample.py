@@ -1,6 +1,8 @@
 """Generate text from a trained checkpoint:
 
     python scripts/sample.py outputs/runs/<run>/checkpoints/best.ckpt --prime "ROMEO:" --length 500
+    python scripts/sample.py outputs/runs/<run>      # that run's last.ckpt
+    python scripts/sample.py last                    # the newest last.ckpt under outputs/
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Generate text from an rnnexp checkpoint.")
-    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("checkpoint", help="a .ckpt file, a run folder, or `last`")
     parser.add_argument("--prime", default="\n", help="text the model reads before it starts writing")
     parser.add_argument("--length", type=int, default=500, help="characters to generate")
     parser.add_argument("--temperature", type=float, default=0.8, help="< 1: safer, > 1: wilder")
@@ -22,23 +24,29 @@ def main() -> None:
     args = parser.parse_args()
     if args.temperature <= 0 or args.length < 0:
         parser.error("--temperature must be > 0 and --length >= 0")
-    if not args.checkpoint.is_file():
-        parser.error(f"checkpoint {args.checkpoint} does not exist")
 
+    from rnnexp.checkpoint import find_checkpoint, load_checkpoint
+    from rnnexp.errors import RnnexpError
+
+    try:
+        checkpoint = load_checkpoint(find_checkpoint(args.checkpoint))
+        text = sample(checkpoint, args)
+    except RnnexpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(text)
+
+
+def sample(checkpoint: dict, args: argparse.Namespace) -> str:
     import torch
 
     from rnnexp.data import CharVocab
-    from rnnexp.errors import DataError
     from rnnexp.sample import generate
     from rnnexp.task import LanguageModelTask
 
-    task = LanguageModelTask.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=True)
+    task = LanguageModelTask.from_checkpoint(checkpoint)
     generator = torch.Generator().manual_seed(args.seed)
-    try:
-        text = generate(task.model, CharVocab(task.vocab), args.prime, args.length, args.temperature, generator)
-    except DataError as e:
-        sys.exit(f"error: --prime: {e}")
-    print(text)
+    return generate(task.model, CharVocab(task.vocab), args.prime, args.length, args.temperature, generator)
 
 
 if __name__ == "__main__":

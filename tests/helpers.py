@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -54,3 +56,28 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(run_dir))
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+
+class PoisonGradient(pl.Callback):
+    """Makes one gradient NaN at step `at_step`, as an overflow in backward would. Added to a run
+    with `+callbacks.poison._target_=tests.helpers.PoisonGradient +callbacks.poison.at_step=N`."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step == self.at_step:
+            pl_module.model.head.bias.grad.fill_(float("nan"))
+
+
+class PoisonWeights(pl.Callback):
+    """Sets the readout bias to NaN before step `at_step`: every loss from then on is NaN."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        if trainer.global_step == self.at_step:
+            with torch.no_grad():
+                pl_module.model.head.bias.fill_(float("nan"))

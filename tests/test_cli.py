@@ -90,4 +90,4 @@ def test_sample_script_continues_the_prime(tiny_text, tmp_path):
     assert first.stdout.startswith("the ") and len(first.stdout) == 34 + 1  # print's newline
     assert first.stdout == again.stdout  # seeded
     bad = subprocess.run([*command[:2], str(tmp_path / "none.ckpt")], cwd=REPO, capture_output=True, text=True)
-    assert bad.returncode == 2 and "does not exist" in bad.stderr
+    assert bad.returncode == 2 and bad.stderr.strip() == f"error: checkpoint {tmp_path / 'none.ckpt'} does not exist"

@@ -173,7 +173,6 @@ def test_hidden_state_is_carried_detached_between_batches_and_kept_apart_from_va
     vocab = CharVocab.from_text(text)
     batches = TBPTTBatches(vocab.encode(text), batch_size=4, unroll=8)
     task = LanguageModelTask(config, vocab.symbols)
-    task.on_train_epoch_start()
     task.training_step(batches[0], 0)
     carried = task.train_state
     assert not any(s.requires_grad for s in carried)  # detached: BPTT stops at the batch boundary
@@ -188,5 +187,9 @@ def test_hidden_state_is_carried_detached_between_batches_and_kept_apart_from_va
     task.on_validation_epoch_start()
     task.validation_step(batches[0], 0)
     assert task.train_state is train_state and task.val_state is not None
-    task.on_train_epoch_start()
-    assert task.train_state is None  # each epoch starts every stream afresh
+    # Batch 0 of every epoch starts each stream afresh, whatever state was carried.
+    with torch.no_grad():
+        logits_first, _ = task.model(batches[0][0], None)
+    loss_first = task.training_step(batches[0], 0)
+    expected_first = F.cross_entropy(logits_first.flatten(0, 1), batches[0][1].flatten())
+    assert loss_first.item() == pytest.approx(expected_first.item())

@@ -1,0 +1,126 @@
+"""Every bad input gets one clear line and a non-zero exit before any training, and leaves no run folder.
+
+Each case runs `train.py` (and, for checkpoints, `scripts/sample.py`) as a user would, in a fresh
+working directory."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnexp.train import train
+from tests.helpers import REPO, TINY_MODEL, make_text, tiny_run_config
+
+
+class Payload:
+    """Unpickling this runs a shell command: what a tampered checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("inputs")
+    text = root / "text.txt"
+    text.write_text(make_text())
+    train(tiny_run_config(text, root / "run", "sample.length=0"))
+    good = root / "run" / "checkpoints" / "last.ckpt"
+    (root / "other_vocab.txt").write_text(make_text().upper())
+    (root / "empty.txt").write_bytes(b"")
+    (root / "latin1.txt").write_bytes("na\xefve caf\xe9 ".encode("latin-1") * 10)
+    (root / "small.txt").write_text("tiny corpus\n" * 10)
+    (root / "corrupt.ckpt").write_bytes(bytes(range(256)) * 8)
+    (root / "truncated.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    torch.save({"state_dict": {}, "hook": Payload(root / "pwned")}, root / "tampered.ckpt")
+    torch.save({"weights": torch.zeros(2)}, root / "not_ours.ckpt")
+    return {"root": root, "text": text, "good": good}
+
+
+def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+TRAIN = ["data=text_file", "data.path={text}", *TINY_MODEL]
+CASES = [
+    # (overrides, exit code, the message's line); {name} is filled in from the `files` fixture.
+    (["cell=transformer"], 1, "Could not find 'cell/transformer'"),
+    (["arch=arch9"], 1, "Could not find 'arch/arch9'"),
+    (["data=imagenet"], 1, "Could not find 'data/imagenet'"),
+    ([*TRAIN, "unroll=0"], 2, "error: unroll must be a positive integer, got 0"),
+    ([*TRAIN, "batch_size=-1"], 2, "error: batch_size must be a positive integer, got -1"),
+    ([*TRAIN, "cell.hidden_size=0"], 2, "error: cell.hidden_size must be a positive integer, got 0"),
+    ([*TRAIN, "arch.embedding_dim=0"], 2, "error: arch.embedding_dim must be a positive integer, got 0"),
+    ([*TRAIN, "lr=0"], 2, "error: lr must be a positive number, got 0"),
+    ([*TRAIN, "lr=-0.1"], 2, "error: lr must be a positive number, got -0.1"),
+    ([*TRAIN, "arch.dropout=1.0"], 2, "error: arch.dropout must be a number in [0, 1), got 1.0"),
+    ([*TRAIN, "arch.dropout=-0.1"], 2, "error: arch.dropout must be a number in [0, 1), got -0.1"),
+    ([*TRAIN, "clip=-1"], 2, "error: clip must be a number >= 0 (0 turns clipping off), got -1"),
+    ([*TRAIN, "cell=rnn", "arch.combine=concat"], 2,
+     "error: arch.combine=concat exists on the scratch path only: add cell.impl=scratch "
+     "(torch's fused kernels compute the sum U x + W h)"),
+    ([*TRAIN, "guard.on_nonfinite=ignore"], 2, "error: guard.on_nonfinite must be stop or skip, got 'ignore'"),
+    (["data=text_file"], 2, "error: data.path is required: set it on the command line, e.g. data.path=..."),
+    ([*TRAIN, "data.path={root}/missing.txt"], 2, "error: data file {root}/missing.txt does not exist"),
+    ([*TRAIN, "data.path={root}/empty.txt"], 2, "error: data file {root}/empty.txt is empty"),
+    ([*TRAIN, "data.path={root}/latin1.txt"], 2,
+     "error: data file {root}/latin1.txt is not UTF-8 text (bad byte at offset 2)"),
+    ([*TRAIN, "data.path={root}/small.txt", "batch_size=64", "unroll=64"], 2,
+     "error: the train split has 108 tokens, too few for batch_size=64 x unroll=64: it needs at least 4160"),
+    ([*TRAIN, "ckpt_path={root}/missing.ckpt"], 2, "error: checkpoint {root}/missing.ckpt does not exist"),
+    ([*TRAIN, "ckpt_path=last"], 2, "error: ckpt_path=last: no run under outputs/ has a checkpoints/last.ckpt yet"),
+    ([*TRAIN, "ckpt_path={root}/corrupt.ckpt"], 2, "error: checkpoint {root}/corrupt.ckpt is corrupt or truncated"),
+    ([*TRAIN, "ckpt_path={root}/truncated.ckpt"], 2,
+     "error: checkpoint {root}/truncated.ckpt is corrupt or truncated"),
+    ([*TRAIN, "ckpt_path={root}/tampered.ckpt"], 2,
+     "error: checkpoint {root}/tampered.ckpt holds objects that would run code when loaded (posix.system); refused"),
+    ([*TRAIN, "ckpt_path={root}/not_ours.ckpt"], 2, "error: {root}/not_ours.ckpt is not an rnnexp checkpoint"),
+    ([*TRAIN, "ckpt_path={good}", "data.path={root}/other_vocab.txt"], 2,
+     "error: checkpoint {good} was trained on another vocabulary"),
+    ([*TRAIN, "ckpt_path={good}", "cell.hidden_size=32"], 2,
+     "error: checkpoint {good} has another model: cell.hidden_size=16 (this run: 32)"),
+]
+
+
+@pytest.mark.parametrize("overrides,code,message", CASES, ids=[" ".join(c[0][-1:]) for c in CASES])
+def test_train_refuses_bad_input(files, tmp_path, overrides, code, message):
+    fill = {k: str(v) for k, v in files.items()}
+    result = run("train.py", *(o.format(**fill) for o in overrides), cwd=tmp_path)
+    assert result.returncode == code, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    if code == 2:
+        assert len(lines) == 1, result.stderr[-2000:]  # one line, no traceback
+    assert any(message.format(**fill) in line for line in lines), result.stderr[-2000:]
+    runs = tmp_path / "outputs" / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # nothing that looks like a result
+    assert not (files["root"] / "pwned").exists()  # and no code from a checkpoint ever ran
+
+
+SAMPLE_CASES = [
+    ("{root}/missing.ckpt", "error: checkpoint {root}/missing.ckpt does not exist"),
+    ("{root}/corrupt.ckpt", "error: checkpoint {root}/corrupt.ckpt is corrupt or truncated"),
+    ("{root}/truncated.ckpt", "error: checkpoint {root}/truncated.ckpt is corrupt or truncated"),
+    ("{root}/tampered.ckpt", "error: checkpoint {root}/tampered.ckpt holds objects that would run code"),
+    ("{root}/not_ours.ckpt", "error: {root}/not_ours.ckpt is not an rnnexp checkpoint"),
+]
+
+
+@pytest.mark.parametrize("checkpoint,message", SAMPLE_CASES, ids=[c[0] for c in SAMPLE_CASES])
+def test_sample_script_gives_the_same_errors(files, tmp_path, checkpoint, message):
+    fill = {k: str(v) for k, v in files.items()}
+    result = run("scripts/sample.py", checkpoint.format(**fill), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message.format(**fill)) and "\n" not in result.stderr.strip()
+    assert not (files["root"] / "pwned").exists()
+
+
+def test_sample_script_refuses_a_prime_outside_the_vocabulary(files, tmp_path):
+    result = run("scripts/sample.py", str(files["good"]), "--prime", "Ω", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == "error: character 'Ω' is not in the vocabulary"

@@ -98,9 +98,10 @@ def check_fits(checkpoint: dict[str, Any], path: Path, config: dict[str, Any], v
     saved = checkpoint.get("hyper_parameters", {})
     saved_config, saved_vocab = saved.get("config", {}), saved.get("vocab")
     if saved_vocab != vocab:
+        new = [s for s in vocab if s not in set(saved_vocab or [])]
         raise CheckpointError(
             f"checkpoint {path} was trained on another vocabulary ({len(saved_vocab or [])} symbols; this data "
-            f"has {len(vocab)}): resume with the data it was trained on"
+            f"has {len(vocab)}, {len(new)} of them new, e.g. {new[:5]}): resume with the data it was trained on"
         )
     differences = [
         f"{group}.{key}={saved_config.get(group, {}).get(key)} (this run: {config[group].get(key)})"

@@ -58,12 +58,20 @@ def validate_config(cfg: dict[str, Any]) -> None:
         )
     _fraction(arch["dropout"], "arch.dropout")
 
-    _fraction(data["val_fraction"], "data.val_fraction")
-    _fraction(data["test_fraction"], "data.test_fraction")
-    if data["val_fraction"] <= 0:
-        raise ConfigError("data.val_fraction must be > 0: validation needs some text")
-    if data["val_fraction"] + data["test_fraction"] >= 1:
-        raise ConfigError("data.val_fraction + data.test_fraction must leave some text for training")
+    if "val_fraction" in data:  # corpora in one file, split by fractions
+        _fraction(data["val_fraction"], "data.val_fraction")
+        _fraction(data["test_fraction"], "data.test_fraction")
+        if data["val_fraction"] <= 0:
+            raise ConfigError("data.val_fraction must be > 0: validation needs some text")
+        if data["val_fraction"] + data["test_fraction"] >= 1:
+            raise ConfigError("data.val_fraction + data.test_fraction must leave some text for training")
+    if data.get("normalize") not in (None, "text8"):
+        raise ConfigError(f"data.normalize must be null or text8, got {data['normalize']!r}")
+    tokenizer = cfg["tokenizer"]
+    if tokenizer["name"] == "word" and tokenizer["vocab_size"] is not None:
+        _positive_int(tokenizer, "vocab_size", "tokenizer.vocab_size")
+    if tokenizer["name"] == "byte" and data.get("normalize"):
+        raise ConfigError("data.normalize works on characters: use tokenizer=char with it, not byte")
 
     if cfg["optim"]["name"] == "sgd" and cfg["optim"]["momentum"] < 0:
         raise ConfigError(f"optim.momentum must be >= 0, got {cfg['optim']['momentum']!r}")

@@ -1,92 +1,163 @@
 """Text corpora as token streams for truncated backpropagation through time (TBPTT).
 
-The corpus is encoded once into a compact array and cut into `batch_size` parallel streams (the
-"cursors" of the text8 study). Batch k holds the k-th window of `unroll` tokens of every stream, so
-batch k+1 continues batch k in each column and the hidden state can be carried from one to the next.
+A corpus is read from the data directory (downloaded there first if missing), tokenized once and
+cached as one compact array per split; later runs map the cached arrays from disk. Each split is
+cut into `batch_size` parallel streams (the "cursors" of the text8 study): batch k holds the k-th
+window of `unroll` tokens of every stream, so batch k+1 continues batch k in each column and the
+hidden state can be carried from one to the next.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from rnnexp.download import fetch
+from rnnexp.download import fetch, sha256_of
 from rnnexp.errors import DataError
+from rnnexp.tokenizers import Vocab, build_vocab, normalize_text8, vocab_from_symbols
 
-
-class CharVocab:
-    """The characters of a corpus, sorted; a token is a character's index."""
-
-    def __init__(self, symbols: list[str]) -> None:
-        self.symbols = list(symbols)
-        self.index = {s: i for i, s in enumerate(self.symbols)}
-        # One byte per token while the alphabet fits (a 100 MB corpus stays 100 MB in memory).
-        self.dtype = np.uint8 if len(symbols) <= 256 else np.int32
-
-    @classmethod
-    def from_text(cls, text: str) -> CharVocab:
-        return cls(sorted(set(text)))
-
-    def __len__(self) -> int:
-        return len(self.symbols)
-
-    def encode(self, text: str) -> np.ndarray:
-        # Vectorised through code points: a lookup table maps each code point to its token.
-        codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        table = np.full(max(map(ord, self.symbols)) + 1, -1, dtype=np.int64)
-        table[[ord(s) for s in self.symbols]] = np.arange(len(self.symbols))
-        tokens = table[np.minimum(codepoints, len(table) - 1)]
-        unknown = (tokens < 0) | (codepoints >= len(table))
-        if unknown.any():
-            bad = chr(codepoints[np.argmax(unknown)])
-            raise DataError(f"character {bad!r} is not in the vocabulary")
-        return tokens.astype(self.dtype)
-
-    def decode(self, tokens: list[int] | np.ndarray | Tensor) -> str:
-        return "".join(self.symbols[int(t)] for t in tokens)
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass
 class Corpus:
-    vocab: CharVocab
+    vocab: Vocab
     train: np.ndarray
-    val: np.ndarray
+    valid: np.ndarray
     test: np.ndarray
 
 
-def read_text(path: Path) -> str:
+def read_source(path: Path, member: str | None = None, as_bytes: bool = False) -> str | bytes:
+    """A data file's text (or raw bytes), or that of `member` inside the zip file `path`."""
+    name = f"{path}:{member}" if member else str(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
-    raw = path.read_bytes()
+    if member is None:
+        raw = path.read_bytes()
+    else:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                raw = archive.read(member)
+        except KeyError:
+            raise DataError(f"zip file {path} has no member {member!r}") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+            raise DataError(f"zip file {path} is truncated or corrupt ({e}); delete it to download it again") from None
     if not raw:
-        raise DataError(f"data file {path} is empty")
+        raise DataError(f"data file {name} is empty")
+    if as_bytes:
+        return raw
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"data file {path} is not UTF-8 text (bad byte at offset {e.start})") from None
+        raise DataError(f"data file {name} is not UTF-8 text (bad byte at offset {e.start})") from None
 
 
-def load_corpus(data: dict, data_dir: Path) -> Corpus:
-    """Read the corpus named by the `data` config and split it: train first, then validation, then
-    test, as contiguous pieces in file order (as nanoGPT and the char-rnn tutorials split)."""
+def _fetch_split_files(data: dict[str, Any], folder: Path) -> None:
+    """Put a split-file corpus's missing files in `folder`: downloaded, or extracted from the
+    downloaded zip, each written under a temporary name and renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, filename in data["files"].items():
+        target = folder / filename
+        if target.exists():
+            continue
+        remote = data["remote"][split] if isinstance(data["remote"], dict) else data["remote"]
+        source = fetch(remote, folder.parent)
+        partial = target.with_name(target.name + ".part")
+        if data.get("members"):
+            partial.write_bytes(read_source(source, data["members"][split], as_bytes=True))
+        else:
+            shutil.copyfile(source, partial)
+        os.replace(partial, target)
+
+
+def locate_sources(data: dict[str, Any], data_dir: Path) -> dict[str, tuple[Path, str | None]]:
+    """Where each split's text is: {split: (file, zip member or None)}, or {"all": ...} for a corpus
+    in one file that is split by fractions."""
     if data["name"] == "text_file":
         path = Path(data["path"]).expanduser()
-    else:
-        path = fetch(data["name"], data_dir)
-    text = read_text(path)
-    vocab = CharVocab.from_text(text)
-    tokens = vocab.encode(text)
-    n_val, n_test = (int(len(tokens) * data[k]) for k in ("val_fraction", "test_fraction"))
-    n_train = len(tokens) - n_val - n_test
-    return Corpus(vocab, tokens[:n_train], tokens[n_train : n_train + n_val], tokens[n_train + n_val :])
+        if path.is_dir():  # a folder with train.txt, valid.txt and optionally test.txt
+            found = {split: (path / f"{split}.txt", None) for split in SPLITS if (path / f"{split}.txt").exists()}
+            if "train" not in found or "valid" not in found:
+                raise DataError(f"folder {path} needs train.txt and valid.txt (and may have test.txt)")
+            return found
+        if not path.is_file():
+            raise DataError(f"data file {path} does not exist")
+        return {"all": (path, None)}
+    if data.get("files"):
+        folder = data_dir / data["folder"]
+        if not all((folder / name).exists() for name in data["files"].values()):
+            _fetch_split_files(data, folder)
+        return {split: (folder / name, None) for split, name in data["files"].items()}
+    return {"all": (fetch(data["remote"], data_dir), data.get("member"))}
 
 
-class TBPTTBatches(Dataset):
+def split_by_fractions(text: str | bytes, val_fraction: float, test_fraction: float) -> dict[str, Any]:
+    """Train first, then validation, then test, in file order (as nanoGPT, char-rnn and the
+    standard text8 split of 90M/5M/5M do)."""
+    n_val, n_test = int(len(text) * val_fraction), int(len(text) * test_fraction)
+    n_train = len(text) - n_val - n_test
+    return {"train": text[:n_train], "valid": text[n_train : n_train + n_val], "test": text[n_train + n_val :]}
+
+
+def cache_key(sources: dict[str, tuple[Path, str | None]], data: dict[str, Any], tokenizer: dict[str, Any]) -> str:
+    """Changes when a source file's content or any setting that shapes the tokens changes."""
+    settings = {k: v for k, v in data.items() if k not in ("path", "folder")}
+    described = {split: (sha256_of(path), member) for split, (path, member) in sorted(sources.items())}
+    blob = json.dumps([described, settings, tokenizer], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def load_corpus(data: dict[str, Any], tokenizer: dict[str, Any], data_dir: Path, cache_dir: Path) -> Corpus:
+    """The corpus named by the `data` config, tokenized as `tokenizer` says: from the cache when
+    this exact file and these settings were encoded before, else encoded now and cached."""
+    sources = locate_sources(data, data_dir)
+    cached = cache_dir / cache_key(sources, data, tokenizer)
+    if not (cached / "vocab.json").exists():
+        _encode_into(cached, sources, data, tokenizer)
+    vocab = vocab_from_symbols(tokenizer, json.loads((cached / "vocab.json").read_text(encoding="utf-8")))
+    # Memory-mapped: a 100 MB corpus is read from the page cache, not copied into the process.
+    splits = {split: np.load(cached / f"{split}.npy", mmap_mode="r") for split in SPLITS}
+    return Corpus(vocab, splits["train"], splits["valid"], splits["test"])
+
+
+def _encode_into(cached: Path, sources: dict[str, tuple[Path, str | None]], data: dict[str, Any],
+                 tokenizer: dict[str, Any]) -> None:
+    from rich.progress import Progress
+
+    as_bytes = tokenizer["name"] == "byte"
+    texts = {split: read_source(path, member, as_bytes) for split, (path, member) in sources.items()}
+    if data.get("normalize") == "text8":
+        texts = {split: normalize_text8(text) for split, text in texts.items()}
+    if "all" in texts:
+        texts = split_by_fractions(texts["all"], data["val_fraction"], data["test_fraction"])
+    texts.setdefault("test", texts["train"][:0])
+
+    vocab = build_vocab(tokenizer, [texts["train"]], list(texts.values()))
+    partial = cached.with_name(cached.name + f".part{os.getpid()}")
+    partial.mkdir(parents=True, exist_ok=True)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("encoding the corpus (once; cached)", total=sum(len(t) for t in texts.values()))
+        for split in SPLITS:
+            tokens = vocab.encode(texts[split], progress=lambda n: bar.advance(task, n))
+            np.save(partial / f"{split}.npy", tokens)
+    (partial / "vocab.json").write_text(json.dumps(vocab.symbols, ensure_ascii=False), encoding="utf-8")
+    if cached.exists():
+        shutil.rmtree(cached)  # an incomplete earlier attempt
+    os.replace(partial, cached)
+
+
+class TBPTTBatches:
     """Item k is `(inputs, targets)`, each `(unroll, batch_size)` (sequence-first); targets are the
     inputs shifted by one token, and item k+1 continues item k in every column."""
 
@@ -100,16 +171,16 @@ class TBPTTBatches(Dataset):
                 f"the {split} split has {len(tokens)} tokens, too few for batch_size={batch_size} x "
                 f"unroll={unroll}: it needs at least {need}"
             )
-        # Column b is stream b: the b-th contiguous piece of the corpus. Kept in the compact dtype.
-        streams = torch.from_numpy(np.ascontiguousarray(tokens[: stream_len * batch_size]))
-        self.streams = streams.view(batch_size, stream_len).T.contiguous()
+        # Row b is stream b, the b-th contiguous piece of the corpus: a view, no copy (the tokens
+        # may be a memory-mapped file); each batch copies only its own window.
+        self.streams = np.asarray(tokens[: stream_len * batch_size]).reshape(batch_size, stream_len)
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
         start = k * self.unroll
-        window = self.streams[start : start + self.unroll + 1].long()
+        window = torch.from_numpy(np.ascontiguousarray(self.streams[:, start : start + self.unroll + 1].T)).long()
         return window[:-1], window[1:]
 
 

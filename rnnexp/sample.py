@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import torch
 
-from rnnexp.data import CharVocab
+from rnnexp.errors import DataError
 from rnnexp.model import RNNLanguageModel
+from rnnexp.tokenizers import Vocab
 
 
 @torch.no_grad()
 def generate(
     model: RNNLanguageModel,
-    vocab: CharVocab,
+    vocab: Vocab,
     prime: str,
     length: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> str:
-    """`prime` followed by `length` sampled characters. The prime is read in one pass to set the
-    hidden state; each sampled character is then fed back as the next input."""
+    """`prime` followed by `length` sampled tokens (characters, bytes or words). The prime is read
+    in one pass to set the hidden state; each sampled token is then fed back as the next input."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    tokens = torch.as_tensor(vocab.encode(prime), dtype=torch.long, device=device).view(-1, 1)
+    tokens = torch.as_tensor(vocab.encode(prime).astype("int64"), device=device).view(-1, 1)
+    if len(tokens) == 0:
+        raise DataError(f"the prime {prime!r} has no token of this vocabulary")
     logits, state = model(tokens)
     sampled = []
     for _ in range(length):
@@ -31,4 +34,4 @@ def generate(
         sampled.append(int(token))
         logits, state = model(token.to(device).view(1, 1), state)
     model.train(was_training)
-    return prime + vocab.decode(sampled)
+    return prime + (" " if vocab.kind == "word" and not prime.endswith(("\n", " ")) else "") + vocab.decode(sampled)

@@ -38,7 +38,7 @@ def detach_state(state: State) -> State:
 
 
 class LanguageModelTask(pl.LightningModule):
-    def __init__(self, config: dict[str, Any], vocab: list[str]) -> None:
+    def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__()
         # The whole resolved config and the vocabulary go into every checkpoint.
         self.save_hyperparameters(logger=False)
@@ -55,6 +55,8 @@ class LanguageModelTask(pl.LightningModule):
             dropout=arch["dropout"],
         )
         self.guard = config["guard"]
+        # Word models are compared by perplexity, character and byte models by bits per symbol.
+        self.score_name = "ppl" if config["tokenizer"]["name"] == "word" else "bpc"
         self.train_state: State | None = None
         self.val_state: State | None = None
         self.best_val_loss = math.inf
@@ -184,13 +186,10 @@ class LanguageModelTask(pl.LightningModule):
         if not torch.isfinite(val_loss):
             raise TrainingDiverged(f"validation loss is {val_loss.item()} at step {self.global_step}")
         self.best_val_loss = min(self.best_val_loss, val_loss.item())
+        score, best = self.score(val_loss), self.score(torch.tensor(self.best_val_loss))
+        name = self.score_name
         self.log_dict(
-            {
-                "val/loss": val_loss,
-                "val/bpc": val_loss / math.log(2),
-                "hp/val_bpc": val_loss / math.log(2),
-                "hp/best_val_bpc": self.best_val_loss / math.log(2),
-            }
+            {"val/loss": val_loss, f"val/{name}": score, f"hp/val_{name}": score, f"hp/best_val_{name}": best}
         )
         self.progress_stats["val_loss"] = val_loss.item()
         self.last_val_step = self.global_step
@@ -199,15 +198,19 @@ class LanguageModelTask(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         """Hyperparameters to TensorBoard's HParams tab, linked to the `hp/` metrics logged at each
-        validation. They start at log2(vocab), the bits per character of a uniform guess."""
+        validation. They start at the score of a uniform guess: log2(vocab) bits, or vocab perplexity."""
         if self.trainer.ckpt_path is not None:
             return  # resumed: the run folder has them already
-        uniform_bpc = math.log2(len(self.vocab))
+        uniform = float(self.score(torch.tensor(math.log(len(self.vocab)))))
         for logger in self.loggers:
             logger.log_hyperparams(
                 {k: v for k, v in self.config.items() if k not in ("trainer", "logger", "callbacks")},
-                {"hp/val_bpc": uniform_bpc, "hp/best_val_bpc": uniform_bpc},
+                {f"hp/val_{self.score_name}": uniform, f"hp/best_val_{self.score_name}": uniform},
             )
+
+    def score(self, loss: Tensor) -> Tensor:
+        """Mean NLL in nats as perplexity (word level) or bits per symbol (character and byte level)."""
+        return torch.exp(loss) if self.score_name == "ppl" else loss / math.log(2)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Everything beyond Lightning's own state that an exact resume needs."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +48,18 @@ def train(cfg: DictConfig) -> float:
     import torch
 
     from rnnexp.checkpoint import check_fits, find_checkpoint, load_checkpoint
-    from rnnexp.data import CharVocab, StreamLoader, TBPTTBatches, load_corpus
-    from rnnexp.download import resolve_data_dir
+    from rnnexp.data import StreamLoader, TBPTTBatches, load_corpus
+    from rnnexp.download import resolve_cache_dir, resolve_data_dir
     from rnnexp.sample import generate
     from rnnexp.task import LanguageModelTask
 
     pl.seed_everything(config["seed"], workers=True)
-    corpus = load_corpus(config["data"], resolve_data_dir(config["data_dir"]))
+    corpus = load_corpus(config["data"], config["tokenizer"], resolve_data_dir(config["data_dir"]),
+                         resolve_cache_dir(config["cache_dir"]))
     # Stream order matters (the hidden state is carried from batch to batch), so no shuffling; no
     # worker processes either: a batch is a slice of a tensor.
     train_loader = StreamLoader(TBPTTBatches(corpus.train, config["batch_size"], config["unroll"], "train"))
-    val_loader = StreamLoader(TBPTTBatches(corpus.val, config["batch_size"], config["unroll"], "validation"))
+    val_loader = StreamLoader(TBPTTBatches(corpus.valid, config["batch_size"], config["unroll"], "validation"))
 
     ckpt_path, start_step = None, 0
     if config["ckpt_path"] is not None:
@@ -92,7 +92,7 @@ def train(cfg: DictConfig) -> float:
         sum(p.numel() for p in task.parameters()),
         config["data"]["name"],
         len(corpus.train),
-        len(corpus.val),
+        len(corpus.valid),
         len(corpus.vocab),
     )
     trainer.fit(task, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
@@ -101,16 +101,17 @@ def train(cfg: DictConfig) -> float:
     if task.last_val_step != task.global_step:
         trainer.validate(task, val_loader, verbose=False)
     final = float(trainer.callback_metrics["val/loss"])
+    score = float(task.score(torch.tensor(final)))
 
     sample_cfg = config["sample"]
     if sample_cfg["length"] > 0:
         generator = torch.Generator().manual_seed(config["seed"])
-        text = generate(task.model, CharVocab(task.vocab), sample_cfg["prime"], sample_cfg["length"],
+        text = generate(task.model, corpus.vocab, sample_cfg["prime"], sample_cfg["length"],
                         sample_cfg["temperature"], generator)
         print(f"\n--- sample (temperature {sample_cfg['temperature']}) ---\n{text}\n---")
     run_dir = Path(config["run_dir"]).resolve()
     print(
-        f"final val/loss {final:.4f} nats/char ({final / math.log(2):.4f} bpc), "
+        f"final val/loss {final:.4f} nats per {config['tokenizer']['name']} ({score:.4f} {task.score_name}), "
         f"best {task.best_val_loss:.4f}, after {task.global_step} steps\n"
         f"run folder: {run_dir}\n"
         f"view it:    tensorboard --logdir {run_dir}"

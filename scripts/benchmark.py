@@ -60,8 +60,8 @@ def framework(config: dict, vocab: list[str], batches, steps: int, run_dir: str)
     """rnnexp's LanguageModelTask under a Lightning Trainer, logging as `train.py` does."""
     import pytorch_lightning as pl
     from pytorch_lightning.loggers import TensorBoardLogger
-    from torch.utils.data import DataLoader
 
+    from rnnexp.data import StreamLoader
     from rnnexp.task import LanguageModelTask
 
     class Clock(pl.Callback):
@@ -79,7 +79,7 @@ def framework(config: dict, vocab: list[str], batches, steps: int, run_dir: str)
         logger=TensorBoardLogger(run_dir, name="", version=""), callbacks=[clock], limit_val_batches=0,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
-    trainer.fit(LanguageModelTask(config, vocab), DataLoader(batches, batch_size=None, shuffle=False))
+    trainer.fit(LanguageModelTask(config, vocab), StreamLoader(batches))
     return clock.seconds
 
 
@@ -95,7 +95,8 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from rnnexp.data import CharVocab, TBPTTBatches
+    from rnnexp.data import TBPTTBatches
+    from rnnexp.tokenizers import CharVocab
     from tests.helpers import make_text
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
@@ -104,7 +105,7 @@ def main() -> None:
             cfg = compose("train", overrides=[f"run_dir={run_dir}", "trainer.precision=32-true", *overrides])
         config = OmegaConf.to_container(cfg, resolve=True)
         text = make_text(n_words=200_000)
-        vocab = CharVocab.from_text(text)
+        vocab = CharVocab.build([text])
         batches = TBPTTBatches(vocab.encode(text), config["batch_size"], config["unroll"])
         tokens = args.steps * config["batch_size"] * config["unroll"]
         plain, ours = [], []

@@ -18,7 +18,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Generate text from an rnnexp checkpoint.")
     parser.add_argument("checkpoint", help="a .ckpt file, a run folder, or `last`")
     parser.add_argument("--prime", default="\n", help="text the model reads before it starts writing")
-    parser.add_argument("--length", type=int, default=500, help="characters to generate")
+    parser.add_argument("--length", type=int, default=500, help="tokens (characters or words) to generate")
     parser.add_argument("--temperature", type=float, default=0.8, help="< 1: safer, > 1: wilder")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -40,13 +40,14 @@ def main() -> None:
 def sample(checkpoint: dict, args: argparse.Namespace) -> str:
     import torch
 
-    from rnnexp.data import CharVocab
     from rnnexp.sample import generate
     from rnnexp.task import LanguageModelTask
+    from rnnexp.tokenizers import vocab_from_symbols
 
     task = LanguageModelTask.from_checkpoint(checkpoint)
+    vocab = vocab_from_symbols(task.config["tokenizer"], task.vocab)
     generator = torch.Generator().manual_seed(args.seed)
-    return generate(task.model, CharVocab(task.vocab), args.prime, args.length, args.temperature, generator)
+    return generate(task.model, vocab, args.prime, args.length, args.temperature, generator)
 
 
 if __name__ == "__main__":

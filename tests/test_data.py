@@ -1,16 +1,56 @@
-"""Reading, encoding and batching text; downloading with checksums."""
+"""Reading, tokenizing, caching and batching corpora; downloading with checksums.
+
+Each corpus format has a tiny stand-in here (a small text8.zip, a WikiText-style folder and zip,
+PTB's three files, a non-Latin UTF-8 file) that runs through the real loading code."""
 
 import hashlib
 import urllib.error
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
+from rnnexp import data as data_module
 from rnnexp import download
-from rnnexp.data import CharVocab, TBPTTBatches, load_corpus, read_text
+from rnnexp.data import TBPTTBatches, load_corpus, read_source
 from rnnexp.download import RemoteFile, fetch
 from rnnexp.errors import DataError
+from rnnexp.tokenizers import CharVocab, WordVocab, normalize_text8
+from tests.helpers import compose_config
+
+CHAR = {"name": "char"}
+WORD = {"name": "word", "vocab_size": None, "line_end": "<eos>", "line_start": None, "lowercase": False}
+
+
+def data_config(name: str) -> dict:
+    """The `data` group's shipped config for `name`, as train.py would get it."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(compose_config(f"data={name}").data, resolve=True)
+
+
+def serve(monkeypatch, tmp_path, key: str, content: bytes, filename: str) -> RemoteFile:
+    """Make REMOTE_FILES[key] a file:// URL to `content`, so the real download code runs offline."""
+    source = tmp_path / "server" / filename
+    source.parent.mkdir(exist_ok=True)
+    source.write_bytes(content)
+    entry = RemoteFile(source.as_uri(), hashlib.sha256(content).hexdigest(), filename)
+    monkeypatch.setitem(download.REMOTE_FILES, key, entry)
+    return entry
+
+
+def zipped(members: dict[str, bytes]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+# --- batching ----------------------------------------------------------------------------------
 
 
 def test_consecutive_batches_continue_each_stream_and_targets_are_shifted_inputs():
@@ -26,9 +66,8 @@ def test_consecutive_batches_continue_each_stream_and_targets_are_shifted_inputs
             assert x[:, b].tolist() == tokens[start : start + 6].tolist()  # stream b continues
             assert y[:, b].tolist() == tokens[start + 1 : start + 7].tolist()  # next token
         if k > 0:
-            previous_x, previous_y = batches[k - 1]
             # The first input of batch k is the last target of batch k-1, in every stream.
-            assert torch.equal(x[0], previous_y[-1])
+            assert torch.equal(x[0], batches[k - 1][1][-1])
 
 
 def test_too_small_corpus_says_how_large_it_must_be():
@@ -36,9 +75,12 @@ def test_too_small_corpus_says_how_large_it_must_be():
         TBPTTBatches(np.zeros(50, dtype=np.uint8), batch_size=8, unroll=10, split="train")
 
 
-def test_vocab_round_trips_any_alphabet_in_one_byte_per_character():
+# --- tokenizers --------------------------------------------------------------------------------
+
+
+def test_char_vocab_round_trips_any_alphabet_in_one_byte_per_character():
     text = "Привет, мир! 你好 — naïve café\n"
-    vocab = CharVocab.from_text(text)
+    vocab = CharVocab.build([text])
     tokens = vocab.encode(text)
     assert tokens.dtype == np.uint8 and len(tokens) == len(text)
     assert vocab.decode(tokens) == text
@@ -46,35 +88,146 @@ def test_vocab_round_trips_any_alphabet_in_one_byte_per_character():
         vocab.encode("z")
 
 
-def test_read_text_errors_are_clear(tmp_path):
+def test_word_vocab_keeps_the_most_frequent_words_and_marks_lines():
+    vocab = WordVocab.build(["b a b c\nc b\n"], vocab_size=4, line_end="</s>", line_start="<s>")
+    assert vocab.symbols == ["<unk>", "</s>", "<s>", "b"]  # specials, then by frequency
+    assert vocab.decode(vocab.encode("b c\nb")) == "b <unk>\nb"
+    assert list(vocab.words("b c\nb")) == ["<s>", "b", "c", "</s>", "<s>", "b"]
+    all_words = WordVocab.build(["b a b c\nc b\n"], line_end="<eos>")
+    assert all_words.symbols == ["<unk>", "<eos>", "b", "c", "a"]
+
+
+def test_text8_normalisation():
+    text = "Héllo, WÖRLD!\tIn 1984 ... naïve\n"
+    assert normalize_text8(text) == "hello world in one nine eight four naive"
+
+
+# --- reading files -----------------------------------------------------------------------------
+
+
+def test_read_errors_are_clear(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        read_text(tmp_path / "missing.txt")
+        read_source(tmp_path / "missing.txt")
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(DataError, match="is empty"):
-        read_text(tmp_path / "empty.txt")
+        read_source(tmp_path / "empty.txt")
     (tmp_path / "latin1.txt").write_bytes("abc caf\xe9".encode("latin-1"))
     with pytest.raises(DataError, match="not UTF-8 text \\(bad byte at offset 7\\)"):
-        read_text(tmp_path / "latin1.txt")
+        read_source(tmp_path / "latin1.txt")
 
 
 def test_text_file_splits_in_file_order(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("abcdefghij" * 10)
-    corpus = load_corpus({"name": "text_file", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.2}, tmp_path)
-    text = corpus.vocab.decode(np.concatenate([corpus.train, corpus.val, corpus.test]))
+    config = {"name": "text_file", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.2, "normalize": None}
+    corpus = load_corpus(config, CHAR, tmp_path, tmp_path / "cache")
+    text = corpus.vocab.decode(np.concatenate([corpus.train, corpus.valid, corpus.test]))
     assert text == "abcdefghij" * 10
-    assert (len(corpus.train), len(corpus.val), len(corpus.test)) == (70, 10, 20)
+    assert (len(corpus.train), len(corpus.valid), len(corpus.test)) == (70, 10, 20)
+
+
+def test_text_file_with_any_alphabet_and_the_text8_normalisation(tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_text("Ἐν ἀρχῇ ἦν ὁ λόγος. 東京タワー. Zoë 7\n" * 20, encoding="utf-8")
+    config = {"name": "text_file", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.0, "normalize": None}
+    corpus = load_corpus(config, CHAR, tmp_path, tmp_path / "cache")
+    assert "東" in corpus.vocab.symbols and corpus.train.dtype == np.uint8
+    normalized = load_corpus({**config, "normalize": "text8"}, CHAR, tmp_path, tmp_path / "cache")
+    assert set(normalized.vocab.symbols) <= set("abcdefghijklmnopqrstuvwxyz ")
+    assert normalized.vocab.decode(normalized.train[:15]) == "zoe seven zoe s"
+
+
+def test_text_file_folder_with_split_files_and_word_tokens(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "train.txt").write_text("the cat sat\nthe dog sat\n")
+    (folder / "valid.txt").write_text("the bird sat\n")
+    config = {"name": "text_file", "path": str(folder), "val_fraction": 0.1, "test_fraction": 0.0, "normalize": None}
+    corpus = load_corpus(config, WORD, tmp_path, tmp_path / "cache")
+    assert corpus.vocab.decode(corpus.valid) == "the <unk> sat\n"  # "bird" is not in the training split
+    assert len(corpus.test) == 0
+
+
+# --- the named corpora, as stand-ins -----------------------------------------------------------
+
+
+def test_text8_reads_its_zip_with_the_standard_split(tmp_path, monkeypatch):
+    text = ("anarchism originated as a term of abuse first used against early working class radicals " * 30)[:2000]
+    serve(monkeypatch, tmp_path, "text8", zipped({"text8": text.encode()}), "text8.zip")
+    corpus = load_corpus(data_config("text8"), CHAR, tmp_path / "data", tmp_path / "cache")
+    assert (tmp_path / "data" / "text8.zip").exists()
+    assert (len(corpus.train), len(corpus.valid), len(corpus.test)) == (1800, 100, 100)  # 90% / 5% / 5%
+    assert corpus.vocab.decode(corpus.test) == text[1900:]
+
+
+def test_enwik8_is_modelled_byte_by_byte(tmp_path, monkeypatch):
+    content = "<page><title>Zürich</title> ü é 東京</page>\n".encode() * 50
+    serve(monkeypatch, tmp_path, "enwik8", zipped({"enwik8": content}), "enwik8.zip")
+    config = compose_config("data=enwik8")
+    assert config.tokenizer.name == "byte"
+    corpus = load_corpus(data_config("enwik8"), {"name": "byte"}, tmp_path / "data", tmp_path / "cache")
+    assert len(corpus.train) + len(corpus.valid) + len(corpus.test) == len(content)  # bytes, not characters
+    assert bytes(corpus.vocab.symbols[t] for t in corpus.train[:30]) == content[:30]
+
+
+def test_wikitext_folder_is_read_and_missing_files_come_from_its_zip(tmp_path, monkeypatch):
+    splits = {"train": " = Valkyria = \n the game <unk> began \n", "valid": " the game \n", "test": " = Tower = \n"}
+    members = {f"wikitext-2/wiki.{s}.tokens": t.encode() for s, t in splits.items()}
+    serve(monkeypatch, tmp_path, "wikitext2", zipped(members), "wikitext-2-v1.zip")
+    config = compose_config("data=wikitext2")
+    assert config.tokenizer.name == "word"
+    corpus = load_corpus(data_config("wikitext2"), WORD, tmp_path / "data", tmp_path / "cache")
+    assert (tmp_path / "data" / "wikitext-2" / "valid.txt").read_text() == splits["valid"]
+    assert corpus.vocab.decode(corpus.train) == "= Valkyria =\nthe game <unk> began\n"
+    assert corpus.vocab.decode(corpus.test) == "= <unk> =\n"  # "Tower" is not a training word
+
+
+def test_ptb_downloads_its_three_files(tmp_path, monkeypatch):
+    for split in ("train", "valid", "test"):
+        serve(monkeypatch, tmp_path, f"ptb_{split}", f" a {split} line \n".encode(), f"ptb.{split}.txt")
+    corpus = load_corpus(data_config("ptb"), WORD, tmp_path / "data", tmp_path / "cache")
+    assert corpus.vocab.decode(corpus.valid) == "a <unk> line\n"
+    assert sorted(p.name for p in (tmp_path / "data" / "ptb").iterdir()) == ["test.txt", "train.txt", "valid.txt"]
+
+
+def test_a_corrupt_zip_is_refused(tmp_path, monkeypatch):
+    whole = zipped({"text8": b"some text " * 500})
+    serve(monkeypatch, tmp_path, "text8", whole[: len(whole) // 2], "text8.zip")  # truncated, checksum matches
+    with pytest.raises(DataError, match="text8.zip is truncated or corrupt .*; delete it to download it again"):
+        load_corpus(data_config("text8"), CHAR, tmp_path / "data", tmp_path / "cache")
+
+
+# --- the cache ---------------------------------------------------------------------------------
+
+
+def test_cache_is_reused_and_invalidated_by_content_or_settings(tmp_path, monkeypatch):
+    path = tmp_path / "t.txt"
+    path.write_text("one two three\n" * 50)
+    config = {"name": "text_file", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.0, "normalize": None}
+    encodings = []
+    real_encode = data_module._encode_into
+    monkeypatch.setattr(data_module, "_encode_into", lambda *a: (encodings.append(a[0]), real_encode(*a)))
+
+    first = load_corpus(config, CHAR, tmp_path, tmp_path / "cache")
+    second = load_corpus(config, CHAR, tmp_path, tmp_path / "cache")
+    assert len(encodings) == 1  # the second load read the cache
+    assert isinstance(second.train, np.memmap)  # mapped from disk, not held in memory
+    assert np.array_equal(first.train, second.train)
+
+    load_corpus(config, WORD, tmp_path, tmp_path / "cache")  # another tokenizer
+    load_corpus({**config, "val_fraction": 0.2}, CHAR, tmp_path, tmp_path / "cache")  # another split
+    path.write_text("one two four\n" * 50)  # another content
+    changed = load_corpus(config, CHAR, tmp_path, tmp_path / "cache")
+    assert len(encodings) == 4
+    assert "f" in changed.vocab.symbols
+
+
+# --- downloads ---------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def remote(tmp_path, monkeypatch):
-    """A 'remote' file served from a file:// URL, so the real download code runs offline."""
-    source = tmp_path / "server" / "corpus.txt"
-    source.parent.mkdir()
-    source.write_bytes(b"hello world\n" * 1000)
-    entry = RemoteFile(source.as_uri(), hashlib.sha256(source.read_bytes()).hexdigest(), "corpus.txt")
-    monkeypatch.setitem(download.REMOTE_FILES, "toy", entry)
-    return entry
+    return serve(monkeypatch, tmp_path, "toy", b"hello world\n" * 1000, "corpus.txt")
 
 
 def test_download_verifies_and_renames(tmp_path, remote):
@@ -107,6 +260,12 @@ def test_offline_error_names_the_url_and_the_manual_path(tmp_path, remote, monke
     message = str(error.value)
     assert remote.url in message and str(tmp_path / "data" / "corpus.txt") in message
     assert "\n" not in message
+
+
+def test_every_named_corpus_has_a_url_and_a_sha256():
+    for name, remote in download.REMOTE_FILES.items():
+        assert remote.url.startswith(("http://", "https://")), name
+        assert len(remote.sha256) == 64 and int(remote.sha256, 16) >= 0, name
 
 
 def test_data_dir_comes_from_setting_then_environment(monkeypatch, tmp_path):

@@ -121,12 +121,13 @@ def test_skip_mode_skips_the_bad_step_and_trains_on(tiny_text, tmp_path, caplog)
 
 
 def test_skip_mode_skips_a_nan_loss(tiny_text, tmp_path, caplog):
-    from rnnexp.data import CharVocab, TBPTTBatches
+    from rnnexp.data import TBPTTBatches
     from rnnexp.task import LanguageModelTask
+    from rnnexp.tokenizers import CharVocab
     from rnnexp.train import resolve
 
     config = resolve(tiny_run_config(tiny_text, tmp_path, "guard.on_nonfinite=skip"))
-    vocab = CharVocab.from_text(tiny_text.read_text())
+    vocab = CharVocab.build([tiny_text.read_text()])
     task = LanguageModelTask(config, vocab.symbols)
     batch = TBPTTBatches(vocab.encode(tiny_text.read_text()), 4, 8)[0]
     assert task.training_step(batch, 0) is not None

@@ -164,13 +164,14 @@ def test_experiment_recipe_applies_and_trains(tiny_text, tmp_path):
 def test_hidden_state_is_carried_detached_between_batches_and_kept_apart_from_validation(tiny_text, tmp_path):
     import torch.nn.functional as F
 
-    from rnnexp.data import CharVocab, TBPTTBatches
+    from rnnexp.data import TBPTTBatches
     from rnnexp.task import LanguageModelTask
+    from rnnexp.tokenizers import CharVocab
     from rnnexp.train import resolve
 
     config = resolve(tiny_run_config(tiny_text, tmp_path, "cell=lstm"))
     text = tiny_text.read_text()
-    vocab = CharVocab.from_text(text)
+    vocab = CharVocab.build([text])
     batches = TBPTTBatches(vocab.encode(text), batch_size=4, unroll=8)
     task = LanguageModelTask(config, vocab.symbols)
     task.training_step(batches[0], 0)

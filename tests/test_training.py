@@ -194,3 +194,24 @@ def test_hidden_state_is_carried_detached_between_batches_and_kept_apart_from_va
     loss_first = task.training_step(batches[0], 0)
     expected_first = F.cross_entropy(logits_first.flatten(0, 1), batches[0][1].flatten())
     assert loss_first.item() == pytest.approx(expected_first.item())
+
+
+def test_word_level_training_logs_perplexity_and_samples_words(tiny_text, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    best = train(tiny_run_config(tiny_text, run_dir, "tokenizer=word", "sample.prime=the"))
+    scalars = read_scalars(run_dir)
+    assert "val/bpc" not in scalars
+    for (_, loss), (_, ppl) in zip(scalars["val/loss"], scalars["val/ppl"], strict=True):
+        assert ppl == pytest.approx(math.exp(loss), rel=1e-5)
+    assert scalars["hp/best_val_ppl"][-1][1] == pytest.approx(math.exp(best), rel=1e-5)
+    sample = capsys.readouterr().out.split("---\n")[1]
+    words = set(tiny_text.read_text().split())
+    assert sample.startswith("the ") and set(sample.split()) <= words | {"<unk>"}
+
+
+def test_wikitext2_word_experiment_composes():
+    from tests.helpers import compose_config
+
+    cfg = compose_config("experiment=wikitext2_word", "data.files.train=test.txt")
+    assert (cfg.data.name, cfg.tokenizer.name, cfg.unroll, cfg.batch_size) == ("wikitext2", "word", 35, 20)
+    assert cfg.data.files.train == "test.txt"

@@ -40,6 +40,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "truncated.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     torch.save({"state_dict": {}, "hook": Payload(root / "pwned")}, root / "tampered.ckpt")
     torch.save({"weights": torch.zeros(2)}, root / "not_ours.ckpt")
+    (root / "zips").mkdir()
+    (root / "zips" / "text8.zip").write_bytes(b"PK\x03\x04" + b"\0" * 100)  # a truncated download
     return {"root": root, "text": text, "good": good}
 
 
@@ -74,6 +76,7 @@ CASES = [
      "error: data file {root}/latin1.txt is not UTF-8 text (bad byte at offset 2)"),
     ([*TRAIN, "data.path={root}/small.txt", "batch_size=64", "unroll=64"], 2,
      "error: the train split has 108 tokens, too few for batch_size=64 x unroll=64: it needs at least 4160"),
+    (["data=text8", "data_dir={root}/zips"], 2, "error: {root}/zips/text8.zip has SHA-256 "),
     ([*TRAIN, "ckpt_path={root}/missing.ckpt"], 2, "error: checkpoint {root}/missing.ckpt does not exist"),
     ([*TRAIN, "ckpt_path=last"], 2, "error: ckpt_path=last: no run under outputs/ has a checkpoints/last.ckpt yet"),
     ([*TRAIN, "ckpt_path={root}/corrupt.ckpt"], 2, "error: checkpoint {root}/corrupt.ckpt is corrupt or truncated"),

@@ -275,3 +275,37 @@ def test_data_dir_comes_from_setting_then_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("RNNEXP_DATA_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert download.resolve_data_dir(None) == tmp_path / "cache" / "rnnexp"
+
+
+def test_an_interrupted_download_resumes_from_its_partial_file(tmp_path, monkeypatch):
+    """A local HTTP server that honours Range requests; the first half is already in `.part`."""
+    import http.server
+    import threading
+
+    content = bytes(range(256)) * 400
+    requested_ranges = []
+
+    class RangeHandler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            start = int(self.headers.get("Range", "bytes=0-")[6:].rstrip("-"))
+            requested_ranges.append(start)
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(content) - start))
+            self.end_headers()
+            self.wfile.write(content[start:])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), RangeHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/corpus.bin"
+        monkeypatch.setitem(download.REMOTE_FILES, "toy",
+                            RemoteFile(url, hashlib.sha256(content).hexdigest(), "corpus.bin"))
+        (tmp_path / "corpus.bin.part").write_bytes(content[:40000])
+        path = fetch("toy", tmp_path)
+    finally:
+        server.shutdown()
+    assert requested_ranges == [40000]  # only the missing part was asked for
+    assert path.read_bytes() == content and not (tmp_path / "corpus.bin.part").exists()

@@ -70,7 +70,8 @@ def gru_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
 
 
 class ScratchRNN(nn.Module):
-    """A stack of recurrent layers run step by step in Python, one readable equation per step."""
+    """A stack of recurrent layers run step by step in Python, one readable equation per step;
+    optionally bidirectional (a second RNN reads each sequence backwards; outputs concatenated)."""
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class ScratchRNN(nn.Module):
         activation: str = "tanh",
         combine: str = "sum",
         dropout: float = 0.0,
+        bidirectional: bool = False,
     ) -> None:
         super().__init__()
         if cell not in GATES:
@@ -92,19 +94,22 @@ class ScratchRNN(nn.Module):
         self.cell, self.combine, self.activation = cell, combine, activation
         self.act = ACTIVATIONS[activation]
         self.hidden_size, self.num_layers, self.dropout = hidden_size, num_layers, dropout
+        self.directions = ["", "_reverse"] if bidirectional else [""]
         rows = GATES[cell] * hidden_size
-        # Registered in torch's order (w_ih, w_hh, b_ih, b_hh per layer) so reset_parameters draws
-        # the same random numbers as nn.RNN/LSTM/GRU does.
+        # Registered in torch's order (per layer and direction: w_ih, w_hh, b_ih, b_hh) so that
+        # reset_parameters draws the same random numbers as nn.RNN/LSTM/GRU does.
         for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size
-            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(rows, layer_input)))
-            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(rows, hidden_size)))
-            self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(rows)))
-            self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(rows)))
+            layer_input = input_size if layer == 0 else hidden_size * len(self.directions)
+            for sfx in self.directions:
+                self.register_parameter(f"weight_ih_l{layer}{sfx}", nn.Parameter(torch.empty(rows, layer_input)))
+                self.register_parameter(f"weight_hh_l{layer}{sfx}", nn.Parameter(torch.empty(rows, hidden_size)))
+                self.register_parameter(f"bias_ih_l{layer}{sfx}", nn.Parameter(torch.empty(rows)))
+                self.register_parameter(f"bias_hh_l{layer}{sfx}", nn.Parameter(torch.empty(rows)))
         if combine == "concat":
             for layer in range(num_layers):
-                w_mix = nn.Parameter(torch.empty(hidden_size, 2 * hidden_size))
-                self.register_parameter(f"weight_mix_l{layer}", w_mix)
+                for sfx in self.directions:
+                    w_mix = nn.Parameter(torch.empty(hidden_size, 2 * hidden_size))
+                    self.register_parameter(f"weight_mix_l{layer}{sfx}", w_mix)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -114,47 +119,76 @@ class ScratchRNN(nn.Module):
             nn.init.uniform_(weight, -bound, bound)
 
     def initial_state(self, batch_size: int, like: Tensor) -> State:
-        h = like.new_zeros(self.num_layers, batch_size, self.hidden_size)
+        h = like.new_zeros(self.num_layers * len(self.directions), batch_size, self.hidden_size)
         return (h, h.clone()) if self.cell == "lstm" else h
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """x: (T, B, input_size) -> outputs (T, B, hidden), final state like nn.RNN/LSTM/GRU's."""
+    def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+        """x: (T, B, input_size) -> outputs (T, B, directions * hidden), final state shaped like
+        nn.RNN/LSTM/GRU's. With `lengths` (B,), steps past each sequence's end leave its state
+        unchanged and output zeros, and the backward direction starts at each sequence's last step."""
         if state is None:
             state = self.initial_state(x.shape[1], x)
+        h0, c0 = state if self.cell == "lstm" else (state, None)
+        mask = None if lengths is None else torch.arange(x.shape[0], device=x.device)[:, None] < lengths.to(x.device)
         final_h, final_c = [], []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout > 0:
                 x = F.dropout(x, self.dropout, self.training)
-            w_ih, w_hh = getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}")
-            b_ih, b_hh = getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}")
-            xw_all = F.linear(x, w_ih, b_ih)  # every step's input projection in one matmul
             outputs = []
-            if self.cell == "lstm":
-                h, c = state[0][layer], state[1][layer]
-                for xw in xw_all.unbind(0):  # unbind, not x[t]: indexing makes backward quadratic in T
-                    h, c = lstm_step(xw, h, c, w_hh, b_hh)
-                    outputs.append(h)
+            for d, sfx in enumerate(self.directions):
+                i = layer * len(self.directions) + d
+                reverse = _reversal_index(mask, x) if sfx else None
+                inputs = x if reverse is None else x.gather(0, reverse.expand(-1, -1, x.shape[2]))
+                out, h, c = self._run(inputs, h0[i], None if c0 is None else c0[i], f"l{layer}{sfx}", mask)
+                outputs.append(out if reverse is None else out.gather(0, reverse.expand(-1, -1, out.shape[2])))
+                final_h.append(h)
                 final_c.append(c)
-            else:
-                h = state[layer]
-                step = self._rnn_or_gru_step(layer)
-                for xw in xw_all.unbind(0):
-                    h = step(xw, h, w_hh, b_hh)
-                    outputs.append(h)
-            final_h.append(h)
-            x = torch.stack(outputs)
+            x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
         h_n = torch.stack(final_h)
         return x, ((h_n, torch.stack(final_c)) if self.cell == "lstm" else h_n)
 
-    def _rnn_or_gru_step(self, layer: int) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    def _run(self, x: Tensor, h: Tensor, c: Tensor | None, name: str, mask: Tensor | None
+             ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One direction of one layer over time."""
+        w_ih, w_hh = getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")
+        b_ih, b_hh = getattr(self, f"bias_ih_{name}"), getattr(self, f"bias_hh_{name}")
+        xw_all = F.linear(x, w_ih, b_ih)  # every step's input projection in one matmul
+        step = self._rnn_or_gru_step(name)
+        outputs = []
+        # unbind, not x[t]: indexing makes backward quadratic in T
+        for t, xw in enumerate(xw_all.unbind(0)):
+            if self.cell == "lstm":
+                h_new, c_new = lstm_step(xw, h, c, w_hh, b_hh)
+            else:
+                h_new, c_new = step(xw, h, w_hh, b_hh), None
+            if mask is None:
+                h, c = h_new, c_new
+                outputs.append(h)
+            else:  # padding: keep the state, output zeros
+                valid = mask[t][:, None]
+                h = torch.where(valid, h_new, h)
+                c = None if c is None else torch.where(valid, c_new, c)
+                outputs.append(h_new * valid)
+        return torch.stack(outputs), h, c
+
+    def _rnn_or_gru_step(self, name: str) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
         if self.cell == "gru":
             return gru_step
         if self.combine == "product":
             return lambda xw, h, w_hh, b_hh: rnn_product_step(xw, h, w_hh, b_hh, self.act)
         if self.combine == "concat":
-            w_mix = getattr(self, f"weight_mix_l{layer}")
+            w_mix = getattr(self, f"weight_mix_{name}")
             return lambda xw, h, w_hh, b_hh: rnn_concat_step(xw, h, w_hh, b_hh, self.act, w_mix)
         return lambda xw, h, w_hh, b_hh: rnn_step(xw, h, w_hh, b_hh, self.act)
+
+
+def _reversal_index(mask: Tensor | None, x: Tensor) -> Tensor:
+    """A time index (T, B, 1) that reverses each sequence within its own length (padding stays put)."""
+    steps = torch.arange(x.shape[0], device=x.device)[:, None].expand(x.shape[0], x.shape[1])
+    if mask is None:
+        return steps.flip(0)[:, :, None]
+    lengths = mask.sum(0)
+    return torch.where(mask, lengths - 1 - steps, steps)[:, :, None]
 
 
 def make_rnn(
@@ -166,23 +200,65 @@ def make_rnn(
     activation: str = "tanh",
     combine: str = "sum",
     dropout: float = 0.0,
+    bidirectional: bool = False,
 ) -> nn.Module:
     """The recurrent stack of `cell` in implementation `impl` ("scratch" or "fused"), initialised
     identically in both; LSTM forget-gate biases start at 1 (Gers et al.; Jozefowicz et al. 2015)."""
     if impl == "scratch":
-        rnn: nn.Module = ScratchRNN(cell, input_size, hidden_size, num_layers, activation, combine, dropout)
+        rnn: nn.Module = ScratchRNN(cell, input_size, hidden_size, num_layers, activation, combine, dropout,
+                                    bidirectional)
     elif impl == "fused":
         if combine != "sum":
             raise ValueError(f"combine={combine!r} exists on the scratch path only (cell.impl=scratch)")
         fused = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
         kwargs = {"nonlinearity": activation} if cell == "rnn" else {}
-        rnn = fused(input_size, hidden_size, num_layers, dropout=dropout, **kwargs)
+        rnn = fused(input_size, hidden_size, num_layers, dropout=dropout, bidirectional=bidirectional, **kwargs)
     else:
         raise ValueError(f"unknown cell implementation {impl!r}; choose 'scratch' or 'fused'")
     if cell == "lstm":
         with torch.no_grad():
-            for layer in range(num_layers):
+            for name, bias in rnn.named_parameters():
                 # b_ih + b_hh is the gate's bias: put the 1 in b_ih and zero b_hh's forget slice.
-                getattr(rnn, f"bias_ih_l{layer}")[hidden_size : 2 * hidden_size].fill_(1.0)
-                getattr(rnn, f"bias_hh_l{layer}")[hidden_size : 2 * hidden_size].zero_()
+                if name.startswith("bias_"):
+                    bias[hidden_size : 2 * hidden_size].fill_(1.0 if name.startswith("bias_ih") else 0.0)
     return rnn
+
+
+class ScratchCell(nn.Module):
+    """One step of a cell from its equations, with torch's cell parameter names (nn.RNNCell,
+    nn.LSTMCell, nn.GRUCell): for architectures that choose each step's inputs themselves."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, activation: str = "tanh") -> None:
+        super().__init__()
+        rows = GATES[cell] * hidden_size
+        self.cell, self.hidden_size, self.act = cell, hidden_size, ACTIVATIONS[activation]
+        self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(rows))
+        self.bias_hh = nn.Parameter(torch.empty(rows))
+        bound = 1.0 / math.sqrt(hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def forward(self, x: Tensor, state: State) -> State:
+        xw = F.linear(x, self.weight_ih, self.bias_ih)
+        if self.cell == "lstm":
+            return lstm_step(xw, state[0], state[1], self.weight_hh, self.bias_hh)
+        if self.cell == "gru":
+            return gru_step(xw, state, self.weight_hh, self.bias_hh)
+        return rnn_step(xw, state, self.weight_hh, self.bias_hh, self.act)
+
+
+def make_cell(cell: str, impl: str, input_size: int, hidden_size: int, activation: str = "tanh") -> nn.Module:
+    """A single cell: ours (`scratch`) or torch's nn.RNNCell/LSTMCell/GRUCell (`fused`), same
+    parameters from the same seed; LSTM forget-gate bias 1."""
+    if impl == "scratch":
+        module: nn.Module = ScratchCell(cell, input_size, hidden_size, activation)
+    else:
+        fused = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell]
+        module = fused(input_size, hidden_size, **({"nonlinearity": activation} if cell == "rnn" else {}))
+    if cell == "lstm":
+        with torch.no_grad():
+            module.bias_ih[hidden_size : 2 * hidden_size].fill_(1.0)
+            module.bias_hh[hidden_size : 2 * hidden_size].zero_()
+    return module

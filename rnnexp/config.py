@@ -57,6 +57,16 @@ def validate_config(cfg: dict[str, Any]) -> None:
             "(torch's fused kernels compute the sum U x + W h)"
         )
     _fraction(arch["dropout"], "arch.dropout")
+    if "num_layers" in arch:
+        _positive_int(arch, "num_layers", "arch.num_layers")
+    if arch["name"] == "arch2" and arch["feedback"] not in ("teacher", "sampled", "scheduled"):
+        raise ConfigError(f"arch.feedback must be teacher, sampled or scheduled, got {arch['feedback']!r}")
+    task = data.get("task", "lm")
+    if arch["name"] == "bidirectional" and task == "lm":
+        raise ConfigError(
+            "arch=bidirectional cannot be a causal language model: its backward RNN reads the very symbols it "
+            "must predict; use it on a task that gives the whole input, e.g. data=segmentation"
+        )
 
     if "val_fraction" in data:  # corpora in one file, split by fractions
         _fraction(data["val_fraction"], "data.val_fraction")

@@ -1,34 +1,146 @@
-"""The language model of Arch 1: embed each token, run the recurrent stack (the hidden state is fed
-back), and predict the next token from each hidden state."""
+"""Language models and the recurrent stacks every architecture is built from.
+
+- Arch 1 (`arch1`, `deep`): the hidden state is fed back. Embed each token, run the recurrent
+  stack, predict the next token from each hidden state.
+- Arch 2 (`arch2`): the previous *output* is fed back instead of the hidden state.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import Tensor, nn
 
-from rnnexp.cells import State, make_rnn
+from rnnexp.cells import State, make_cell, make_rnn
+
+
+def split_state(state: State | None, index: slice) -> State | None:
+    if state is None:
+        return None
+    return tuple(s[index] for s in state) if isinstance(state, tuple) else state[index]
+
+
+def join_states(states: list[State]) -> State:
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*states, strict=True))
+    return torch.cat(states)
+
+
+class ResidualStack(nn.Module):
+    """Single-layer RNNs stacked, with dropout between them and each layer above the first adding
+    its input to its output (Wu et al. 2016): deep stacks train as easily as shallow ones."""
+
+    def __init__(self, num_layers: int, dropout: float, **layer: Any) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            make_rnn(input_size=layer["input_size"] if i == 0 else layer["hidden_size"] * layer["directions"],
+                     **{k: v for k, v in layer.items() if k not in ("input_size", "directions")})
+            for i in range(num_layers)
+        )
+        self.per_layer = layer["directions"]  # state rows per layer
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        states = []
+        for i, rnn in enumerate(self.layers):
+            rows = slice(i * self.per_layer, (i + 1) * self.per_layer)
+            out, layer_state = rnn(self.dropout(x) if i else x, split_state(state, rows))
+            x = out + x if i else out
+            states.append(layer_state)
+        return x, join_states(states)
+
+
+def make_recurrent(cell: dict[str, Any], arch: dict[str, Any], input_size: int) -> nn.Module:
+    """The recurrent stack an `arch` config describes, of `cell`: one layer (arch1), several with
+    dropout and optional residual connections (deep), one or several bidirectional (bidirectional)."""
+    num_layers, bidirectional = arch.get("num_layers", 1), arch["name"] == "bidirectional"
+    layer = dict(cell=cell["name"], impl=cell["impl"], hidden_size=cell["hidden_size"],
+                 activation=cell.get("activation", "tanh"), combine=arch.get("combine", "sum"),
+                 bidirectional=bidirectional)
+    if arch.get("residual") and num_layers > 1:
+        return ResidualStack(num_layers, arch["dropout"], input_size=input_size, directions=1 + bidirectional,
+                             **layer)
+    return make_rnn(input_size=input_size, num_layers=num_layers, dropout=arch["dropout"] if num_layers > 1 else 0.0,
+                    **layer)
 
 
 class RNNLanguageModel(nn.Module):
-    """tokens (T, B) -> logits (T, B, vocab_size); sequence-first like torch.nn.RNN."""
+    """Arch 1: tokens (T, B) -> logits (T, B, vocab_size); sequence-first like torch.nn.RNN."""
 
-    def __init__(
-        self,
-        vocab_size: int,
-        embedding_dim: int,
-        cell: str,
-        impl: str,
-        hidden_size: int,
-        num_layers: int = 1,
-        activation: str = "tanh",
-        combine: str = "sum",
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, vocab_size: int, cell: dict[str, Any], arch: dict[str, Any]) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        self.rnn = make_rnn(cell, impl, embedding_dim, hidden_size, num_layers, activation, combine, dropout)
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size, vocab_size)
+        self.embedding = nn.Embedding(vocab_size, arch["embedding_dim"])
+        self.rnn = make_recurrent(cell, arch, arch["embedding_dim"])
+        self.dropout = nn.Dropout(arch["dropout"])
+        self.head = nn.Linear(cell["hidden_size"], vocab_size)
 
-    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def forward(self, tokens: Tensor, state: State | None = None, targets: Tensor | None = None,
+                teacher_prob: float = 1.0) -> tuple[Tensor, State]:
         outputs, state = self.rnn(self.embedding(tokens), state)
         return self.head(self.dropout(outputs)), state
+
+
+class OutputFeedbackLM(nn.Module):
+    """Arch 2, the output-recurrent RNN (Goodfellow et al. 2016, sec. 10.2.1): the cell's recurrent
+    input is the previous step's output symbol y, as a learned vector F[y] of hidden size, not h:
+
+        h_t = cell(W_ih x_t, F[y_{t-1}])      (LSTM: its cell state c is still carried)
+
+    y_{t-1} is the true previous symbol (teacher forcing), the model's own prediction (sampled in
+    training, the most likely one at validation), or a per-step mix of the two (scheduled sampling).
+    The state carried between batches is the symbol to feed back next (and the LSTM's c)."""
+
+    def __init__(self, vocab_size: int, cell: dict[str, Any], arch: dict[str, Any]) -> None:
+        super().__init__()
+        self.vocab_size, self.is_lstm, self.feedback_mode = vocab_size, cell["name"] == "lstm", arch["feedback"]
+        self.embedding = nn.Embedding(vocab_size, arch["embedding_dim"])
+        # Row vocab_size is "no output yet", a fixed zero vector, for the very first step.
+        self.feedback = nn.Embedding(vocab_size + 1, cell["hidden_size"], padding_idx=vocab_size)
+        self.cell = make_cell(cell["name"], cell["impl"], arch["embedding_dim"], cell["hidden_size"],
+                              cell.get("activation", "tanh"))
+        self.dropout = nn.Dropout(arch["dropout"])
+        self.head = nn.Linear(cell["hidden_size"], vocab_size)
+
+    def forward(self, tokens: Tensor, state: State | None = None, targets: Tensor | None = None,
+                teacher_prob: float = 1.0) -> tuple[Tensor, State]:
+        """`targets` (the true next symbols) are needed for teacher forcing in training; at
+        validation and in generation the model feeds back its own most likely output."""
+        batch = tokens.shape[1]
+        if state is None:
+            fed = tokens.new_full((batch,), self.vocab_size)
+            c = tokens.new_zeros(batch, self.cell.hidden_size, dtype=torch.float) if self.is_lstm else None
+        else:
+            fed, c = state[0], (state[1] if self.is_lstm else None)
+        teacher = self.training and targets is not None and self.feedback_mode != "sampled"
+        embedded, logits = self.embedding(tokens), []
+        for t in range(tokens.shape[0]):
+            fb = self.feedback(fed)
+            if self.is_lstm:
+                h, c = self.cell(embedded[t], (fb, c.to(fb.dtype)))
+            else:
+                h = self.cell(embedded[t], fb)
+            step_logits = self.head(self.dropout(h))
+            logits.append(step_logits)
+            fed = self._next_feedback(step_logits.detach(), targets[t] if teacher else None, teacher_prob)
+        return torch.stack(logits), ((fed, c) if self.is_lstm else (fed,))
+
+    def _next_feedback(self, logits: Tensor, target: Tensor | None, teacher_prob: float) -> Tensor:
+        if not self.training:
+            return logits.argmax(-1)  # its own most likely output
+        own = torch.multinomial(torch.softmax(logits.float(), -1), 1).squeeze(1)
+        if target is None:
+            return own
+        if self.feedback_mode == "teacher":
+            return target
+        use_teacher = torch.rand(target.shape, device=target.device) < teacher_prob  # scheduled sampling
+        return torch.where(use_teacher, target, own)
+
+    @staticmethod
+    def with_feedback(state: State, token: Tensor) -> State:
+        """The state with `token` (an emitted sample) as the output to feed back next."""
+        return (token.view(-1), *state[1:])
+
+
+def build_language_model(vocab_size: int, cell: dict[str, Any], arch: dict[str, Any]) -> nn.Module:
+    return (OutputFeedbackLM if arch["name"] == "arch2" else RNNLanguageModel)(vocab_size, cell, arch)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import torch
 
 from rnnexp.errors import DataError
-from rnnexp.model import RNNLanguageModel
 from rnnexp.tokenizers import Vocab
 
 
 @torch.no_grad()
 def generate(
-    model: RNNLanguageModel,
+    model: torch.nn.Module,
     vocab: Vocab,
     prime: str,
     length: int,
@@ -32,6 +31,9 @@ def generate(
         probs = torch.softmax(logits[-1, 0].float() / temperature, dim=-1)
         token = torch.multinomial(probs.cpu(), 1, generator=generator)
         sampled.append(int(token))
-        logits, state = model(token.to(device).view(1, 1), state)
+        token = token.to(device)
+        if hasattr(model, "with_feedback"):  # Arch 2 feeds back the emitted symbol
+            state = model.with_feedback(state, token)
+        logits, state = model(token.view(1, 1), state)
     model.train(was_training)
     return prime + (" " if vocab.kind == "word" and not prime.endswith(("\n", " ")) else "") + vocab.decode(sampled)

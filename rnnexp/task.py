@@ -22,7 +22,7 @@ from torch import Tensor
 
 from rnnexp.cells import State
 from rnnexp.errors import TrainingDiverged
-from rnnexp.model import RNNLanguageModel
+from rnnexp.model import build_language_model
 
 log = logging.getLogger("rnnexp")
 
@@ -43,17 +43,7 @@ class LanguageModelTask(pl.LightningModule):
         # The whole resolved config and the vocabulary go into every checkpoint.
         self.save_hyperparameters(logger=False)
         self.config, self.vocab = config, vocab
-        cell, arch = config["cell"], config["arch"]
-        self.model = RNNLanguageModel(
-            vocab_size=len(vocab),
-            embedding_dim=arch["embedding_dim"],
-            cell=cell["name"],
-            impl=cell["impl"],
-            hidden_size=cell["hidden_size"],
-            activation=cell.get("activation", "tanh"),
-            combine=arch["combine"],
-            dropout=arch["dropout"],
-        )
+        self.model = build_language_model(len(vocab), config["cell"], config["arch"])
         self.guard = config["guard"]
         # Word models are compared by perplexity, character and byte models by bits per symbol.
         self.score_name = "ppl" if config["tokenizer"]["name"] == "word" else "bpc"
@@ -85,7 +75,7 @@ class LanguageModelTask(pl.LightningModule):
         inputs, targets = batch
         if batch_idx == 0:
             self.train_state = None  # a new epoch: every stream restarts at the start of the corpus
-        logits, state = self.model(inputs, self.train_state)
+        logits, state = self.model(inputs, self.train_state, targets, self.teacher_prob())
         self.train_state = detach_state(state)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean NLL per token
         if self.guard["on_nonfinite"] == "skip" and not torch.isfinite(loss):  # a host sync, every step
@@ -95,6 +85,12 @@ class LanguageModelTask(pl.LightningModule):
         self._window_steps += 1
         self._window_tokens += targets.numel()
         return loss
+
+    def teacher_prob(self) -> float:
+        """Scheduled sampling (Arch 2): the chance of feeding back the true symbol decays as
+        k / (k + exp(step / k)), the inverse sigmoid of Bengio et al. 2015."""
+        k = self.config["arch"].get("schedule_k")
+        return k / (k + math.exp(min(self.global_step / k, 700))) if k else 1.0
 
     def _is_log_step(self) -> bool:
         # Lightning writes logged values when (global_step + 1) % log_every_n_steps == 0.

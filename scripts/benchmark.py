@@ -27,12 +27,11 @@ def plain_loop(config: dict, vocab_size: int, batches, steps: int) -> float:
     import torch
     import torch.nn.functional as F
 
-    from rnnexp.model import RNNLanguageModel
+    from rnnexp.model import build_language_model
     from rnnexp.task import build_optimizer, detach_state
 
     cell, arch = config["cell"], config["arch"]
-    model = RNNLanguageModel(vocab_size, arch["embedding_dim"], cell["name"], cell["impl"], cell["hidden_size"],
-                             activation=cell.get("activation", "tanh"), combine=arch["combine"])
+    model = build_language_model(vocab_size, cell, arch)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # what accelerator="auto" picks
     model.to(device)
     optimizer = build_optimizer(model.parameters(), config["optim"], config["lr"])

@@ -70,10 +70,10 @@ def validate_config(cfg: dict[str, Any]) -> None:
 
     if "val_fraction" in data:  # corpora in one file, split by fractions
         _fraction(data["val_fraction"], "data.val_fraction")
-        _fraction(data["test_fraction"], "data.test_fraction")
+        _fraction(data.get("test_fraction", 0.0), "data.test_fraction")
         if data["val_fraction"] <= 0:
             raise ConfigError("data.val_fraction must be > 0: validation needs some text")
-        if data["val_fraction"] + data["test_fraction"] >= 1:
+        if data["val_fraction"] + data.get("test_fraction", 0.0) >= 1:
             raise ConfigError("data.val_fraction + data.test_fraction must leave some text for training")
     if data.get("normalize") not in (None, "text8"):
         raise ConfigError(f"data.normalize must be null or text8, got {data['normalize']!r}")

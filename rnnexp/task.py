@@ -1,7 +1,8 @@
-"""Training a language model with truncated BPTT in Lightning.
+"""Training tasks in Lightning: what is shared by every task (`Task`), and the language model
+trained with truncated BPTT (`LanguageModelTask`).
 
 Lightning 2.x has no TBPTT of its own: the batches arrive in stream order (see `data.TBPTTBatches`)
-and the module carries the hidden state from one batch to the next, detached, so gradients flow
+and the LM task carries the hidden state from one batch to the next, detached, so gradients flow
 through exactly `unroll` steps. Automatic optimisation is kept, so the Trainer's gradient clipping,
 precision and accumulation work unchanged.
 
@@ -28,7 +29,7 @@ log = logging.getLogger("rnnexp")
 
 
 def apply_to_state(state: State, fn: Any) -> State:
-    """`fn` applied to the hidden state: one tensor, or LSTM's (h, c) pair."""
+    """`fn` applied to the hidden state: one tensor, or a tuple of them (LSTM's (h, c))."""
     return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
 
 
@@ -37,19 +38,24 @@ def detach_state(state: State) -> State:
     return apply_to_state(state, Tensor.detach)
 
 
-class LanguageModelTask(pl.LightningModule):
+class Task(pl.LightningModule):
+    """What every task shares: logging every N steps without host syncs in between, pre-clip
+    gradient norms, the NaN guard, the HParams metrics, checkpoint extras and the optimizer.
+
+    A subclass builds `self.model`, computes its loss in `training_step` (calling `count_train`),
+    and reports validation through `log_validation`. `score_name` is the metric the HParams tab
+    shows (`hp/val_<score_name>`, `hp/best_val_<score_name>`), `score()` turns a loss into it."""
+
+    score_name = "loss"
+    higher_is_better = False
+
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__()
         # The whole resolved config and the vocabulary go into every checkpoint.
         self.save_hyperparameters(logger=False)
-        self.config, self.vocab = config, vocab
-        self.model = build_language_model(len(vocab), config["cell"], config["arch"])
-        self.guard = config["guard"]
-        # Word models are compared by perplexity, character and byte models by bits per symbol.
-        self.score_name = "ppl" if config["tokenizer"]["name"] == "word" else "bpc"
-        self.train_state: State | None = None
-        self.val_state: State | None = None
+        self.config, self.vocab, self.guard = config, vocab, config["guard"]
         self.best_val_loss = math.inf
+        self.best_score: float | None = None
         self.last_val_step = -1
         self.first_logged_loss: float | None = None
         # The first step whose loss or gradient was NaN/inf, kept on the device (-1: none yet).
@@ -59,38 +65,36 @@ class LanguageModelTask(pl.LightningModule):
         self._reset_log_window()
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> LanguageModelTask:
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> Task:
         """The trained module of a checkpoint loaded by `rnnexp.checkpoint.load_checkpoint`."""
         saved = checkpoint["hyper_parameters"]
-        task = cls(saved["config"], saved["vocab"])
+        task = task_class(saved["config"])(saved["config"], saved["vocab"])
         task.load_state_dict(checkpoint["state_dict"])
         return task
 
-    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        return self.model(tokens, state)
-
-    # --- training -------------------------------------------------------------------------------
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
-        inputs, targets = batch
-        if batch_idx == 0:
-            self.train_state = None  # a new epoch: every stream restarts at the start of the corpus
-        logits, state = self.model(inputs, self.train_state, targets, self.teacher_prob())
-        self.train_state = detach_state(state)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean NLL per token
-        if self.guard["on_nonfinite"] == "skip" and not torch.isfinite(loss):  # a host sync, every step
-            log.warning("step %d: loss is %s; step skipped", self.global_step, loss.item())
-            return None  # Lightning then skips backward and the optimizer step
-        self._loss_sum += loss.detach()
-        self._window_steps += 1
-        self._window_tokens += targets.numel()
+    def score(self, loss: Tensor) -> Tensor:
         return loss
 
     def teacher_prob(self) -> float:
-        """Scheduled sampling (Arch 2): the chance of feeding back the true symbol decays as
-        k / (k + exp(step / k)), the inverse sigmoid of Bengio et al. 2015."""
-        k = self.config["arch"].get("schedule_k")
+        """Scheduled sampling: the chance of feeding the true symbol decays as k / (k + exp(step / k)),
+        the inverse sigmoid of Bengio et al. 2015; 1 without `arch.schedule_k`."""
+        k = self.config["arch"].get("schedule_k") if self.config["arch"].get("feedback") == "scheduled" else None
         return k / (k + math.exp(min(self.global_step / k, 700))) if k else 1.0
+
+    # --- training -------------------------------------------------------------------------------
+
+    def count_train(self, loss: Tensor, tokens: int) -> None:
+        """Add a step's loss to the window averaged at the next logging step (no host sync)."""
+        self._loss_sum += loss.detach()
+        self._window_steps += 1
+        self._window_tokens += tokens
+
+    def skip_nonfinite_loss(self, loss: Tensor) -> bool:
+        """guard.on_nonfinite=skip: True (and a warning) for a NaN/inf loss; a host sync every step."""
+        if self.guard["on_nonfinite"] == "skip" and not torch.isfinite(loss):
+            log.warning("step %d: loss is %s; step skipped", self.global_step, loss.item())
+            return True
+        return False
 
     def _is_log_step(self) -> bool:
         # Lightning writes logged values when (global_step + 1) % log_every_n_steps == 0.
@@ -158,11 +162,118 @@ class LanguageModelTask(pl.LightningModule):
         # Now on the training device: move what __init__ or a checkpoint made there; start the clock.
         self._first_bad_step = self._first_bad_step.to(self.device)
         self._loss_sum = self._loss_sum.to(self.device)
-        if self.train_state is not None:
-            self.train_state = apply_to_state(self.train_state, lambda s: s.to(self.device))
         self._window_start = time.perf_counter()
 
     # --- validation -----------------------------------------------------------------------------
+
+    def log_validation(self, val_loss: Tensor, metrics: dict[str, Tensor], score: Tensor) -> None:
+        """Log a finished validation: val/loss, the task's metrics, and the HParams score."""
+        if not torch.isfinite(val_loss):
+            raise TrainingDiverged(f"validation loss is {val_loss.item()} at step {self.global_step}")
+        self.best_val_loss = min(self.best_val_loss, val_loss.item())
+        value = score.item()
+        better = max if self.higher_is_better else min
+        self.best_score = value if self.best_score is None else better(self.best_score, value)
+        name = self.score_name
+        hp = {f"hp/val_{name}": value, f"hp/best_val_{name}": self.best_score}
+        self.log_dict({"val/loss": val_loss, **metrics, **hp})
+        self.progress_stats["val_loss"] = val_loss.item()
+        self.last_val_step = self.global_step
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def initial_score(self) -> float:
+        """The score before training, e.g. that of a uniform guess: the HParams tab starts there."""
+        return 0.0
+
+    def on_fit_start(self) -> None:
+        """Hyperparameters to TensorBoard's HParams tab, linked to the `hp/` metrics logged at each
+        validation."""
+        if self.trainer.ckpt_path is not None:
+            return  # resumed: the run folder has them already
+        start = self.initial_score()
+        for logger in self.loggers:
+            logger.log_hyperparams(
+                {k: v for k, v in self.config.items() if k not in ("trainer", "logger", "callbacks")},
+                {f"hp/val_{self.score_name}": start, f"hp/best_val_{self.score_name}": start},
+            )
+
+    def extra_state(self) -> dict[str, Any]:
+        """What a subclass needs, beyond Lightning's state and the base's, to resume exactly."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Everything beyond Lightning's own state that an exact resume needs."""
+        self.raise_if_diverged()  # never write NaN weights over the last good checkpoint
+        checkpoint["rnnexp"] = {
+            "best_val_loss": self.best_val_loss,
+            "best_score": self.best_score,
+            "first_logged_loss": self.first_logged_loss,
+            "log_window": (self._loss_sum, self._window_steps, self._window_tokens),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            **self.extra_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint["rnnexp"]
+        self.best_val_loss, self.best_score = saved["best_val_loss"], saved["best_score"]
+        self.first_logged_loss = saved["first_logged_loss"]
+        self._loss_sum, self._window_steps, self._window_tokens = saved["log_window"]
+        torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        self.load_extra_state(saved)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.parameters(), self.config["optim"], self.config["lr"])
+        scheduler = build_scheduler(optimizer, self.config["sched"])
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class LanguageModelTask(Task):
+    """Next-token prediction over token streams, with the hidden state carried between batches."""
+
+    def __init__(self, config: dict[str, Any], vocab: list) -> None:
+        super().__init__(config, vocab)
+        self.model = build_language_model(len(vocab), config["cell"], config["arch"])
+        # Word models are compared by perplexity, character and byte models by bits per symbol.
+        self.score_name = "ppl" if config["tokenizer"]["name"] == "word" else "bpc"
+        self.train_state: State | None = None
+        self.val_state: State | None = None
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        return self.model(tokens, state)
+
+    def score(self, loss: Tensor) -> Tensor:
+        """Mean NLL in nats as perplexity (word level) or bits per symbol (character and byte level)."""
+        return torch.exp(loss) if self.score_name == "ppl" else loss / math.log(2)
+
+    def initial_score(self) -> float:
+        """The score of a uniform guess: log2(vocab) bits, or a perplexity of the vocabulary size."""
+        return float(self.score(torch.tensor(math.log(len(self.vocab)))))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+        inputs, targets = batch
+        if batch_idx == 0:
+            self.train_state = None  # a new epoch: every stream restarts at the start of the corpus
+        logits, state = self.model(inputs, self.train_state, targets, self.teacher_prob())
+        self.train_state = detach_state(state)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean NLL per token
+        if self.skip_nonfinite_loss(loss):
+            return None  # Lightning then skips backward and the optimizer step
+        self.count_train(loss, targets.numel())
+        return loss
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.train_state is not None:  # restored from a checkpoint
+            self.train_state = apply_to_state(self.train_state, lambda s: s.to(self.device))
 
     def on_validation_epoch_start(self) -> None:
         self.val_state = None  # validation carries its own state, separate from training's
@@ -179,63 +290,28 @@ class LanguageModelTask(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         val_loss = (self._val_nll / self._val_tokens).float()
-        if not torch.isfinite(val_loss):
-            raise TrainingDiverged(f"validation loss is {val_loss.item()} at step {self.global_step}")
-        self.best_val_loss = min(self.best_val_loss, val_loss.item())
-        score, best = self.score(val_loss), self.score(torch.tensor(self.best_val_loss))
-        name = self.score_name
-        self.log_dict(
-            {"val/loss": val_loss, f"val/{name}": score, f"hp/val_{name}": score, f"hp/best_val_{name}": best}
-        )
-        self.progress_stats["val_loss"] = val_loss.item()
-        self.last_val_step = self.global_step
+        score = self.score(val_loss)
+        self.log_validation(val_loss, {f"val/{self.score_name}": score}, score)
 
-    # --- bookkeeping ----------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {"train_state": self.train_state}
 
-    def on_fit_start(self) -> None:
-        """Hyperparameters to TensorBoard's HParams tab, linked to the `hp/` metrics logged at each
-        validation. They start at the score of a uniform guess: log2(vocab) bits, or vocab perplexity."""
-        if self.trainer.ckpt_path is not None:
-            return  # resumed: the run folder has them already
-        uniform = float(self.score(torch.tensor(math.log(len(self.vocab)))))
-        for logger in self.loggers:
-            logger.log_hyperparams(
-                {k: v for k, v in self.config.items() if k not in ("trainer", "logger", "callbacks")},
-                {f"hp/val_{self.score_name}": uniform, f"hp/best_val_{self.score_name}": uniform},
-            )
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.train_state = state["train_state"]
 
-    def score(self, loss: Tensor) -> Tensor:
-        """Mean NLL in nats as perplexity (word level) or bits per symbol (character and byte level)."""
-        return torch.exp(loss) if self.score_name == "ppl" else loss / math.log(2)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Everything beyond Lightning's own state that an exact resume needs."""
-        self.raise_if_diverged()  # never write NaN weights over the last good checkpoint
-        checkpoint["rnnexp"] = {
-            "train_state": self.train_state,
-            "best_val_loss": self.best_val_loss,
-            "first_logged_loss": self.first_logged_loss,
-            "log_window": (self._loss_sum, self._window_steps, self._window_tokens),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
+def task_class(config: dict[str, Any]) -> type[Task]:
+    """The task a data config asks for: language modelling unless it says otherwise."""
+    kind = config["data"].get("task", "lm")
+    if kind == "segmentation":
+        from rnnexp.segmentation import SegmentationTask
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint["rnnexp"]
-        self.train_state = saved["train_state"]
-        self.best_val_loss = saved["best_val_loss"]
-        self.first_logged_loss = saved["first_logged_loss"]
-        self._loss_sum, self._window_steps, self._window_tokens = saved["log_window"]
-        torch.set_rng_state(saved["torch_rng"])
-        if saved["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        return SegmentationTask
+    if kind == "seq2seq":
+        from rnnexp.seq2seq import Seq2SeqTask
 
-    def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.parameters(), self.config["optim"], self.config["lr"])
-        scheduler = build_scheduler(optimizer, self.config["sched"])
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return Seq2SeqTask
+    return LanguageModelTask
 
 
 def build_optimizer(params: Any, optim: dict[str, Any], lr: float) -> torch.optim.Optimizer:

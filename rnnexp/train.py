@@ -51,26 +51,39 @@ def train(cfg: DictConfig) -> float:
     from rnnexp.data import StreamLoader, TBPTTBatches, load_corpus
     from rnnexp.download import resolve_cache_dir, resolve_data_dir
     from rnnexp.sample import generate
-    from rnnexp.task import LanguageModelTask
+    from rnnexp.task import task_class
 
     pl.seed_everything(config["seed"], workers=True)
-    corpus = load_corpus(config["data"], config["tokenizer"], resolve_data_dir(config["data_dir"]),
-                         resolve_cache_dir(config["cache_dir"]))
-    # Stream order matters (the hidden state is carried from batch to batch), so no shuffling; no
-    # worker processes either: a batch is a slice of a tensor.
-    train_loader = StreamLoader(TBPTTBatches(corpus.train, config["batch_size"], config["unroll"], "train"))
-    val_loader = StreamLoader(TBPTTBatches(corpus.valid, config["batch_size"], config["unroll"], "validation"))
+    data_dir = resolve_data_dir(config["data_dir"])
+    kind = config["data"].get("task", "lm")
+    if kind == "lm":
+        corpus = load_corpus(config["data"], config["tokenizer"], data_dir, resolve_cache_dir(config["cache_dir"]))
+        vocab = corpus.vocab
+        # Stream order matters (the hidden state is carried from batch to batch), so no shuffling;
+        # no worker processes either: a batch is a slice of a tensor.
+        train_loader = StreamLoader(TBPTTBatches(corpus.train, config["batch_size"], config["unroll"], "train"))
+        val_loader = StreamLoader(TBPTTBatches(corpus.valid, config["batch_size"], config["unroll"], "validation"))
+    elif kind == "segmentation":
+        from rnnexp.segmentation import load_segmentation
+
+        segmentation = load_segmentation(config, data_dir)
+        vocab, train_loader, val_loader = segmentation.vocab, segmentation.train, segmentation.valid
+    else:
+        from rnnexp.seq2seq import load_seq2seq
+
+        pairs = load_seq2seq(config, data_dir)
+        vocab, train_loader, val_loader = pairs.vocab, pairs.train, pairs.valid
 
     ckpt_path, start_step = None, 0
     if config["ckpt_path"] is not None:
         ckpt_path = find_checkpoint(config["ckpt_path"])
         checkpoint = load_checkpoint(ckpt_path)
-        check_fits(checkpoint, ckpt_path, config, corpus.vocab.symbols)
+        check_fits(checkpoint, ckpt_path, config, vocab.symbols)
         start_step = checkpoint["global_step"]
         log.info("resuming from %s at step %d", ckpt_path, start_step)
         del checkpoint
 
-    task = LanguageModelTask(config, corpus.vocab.symbols)
+    task = task_class(config)(config, vocab.symbols)
     # purge_step: TensorBoard drops what an interrupted run logged after the checkpoint's step.
     logger = [
         hydra.utils.instantiate(c, **({"purge_step": start_step} if c["_target_"].endswith("TensorBoardLogger")
@@ -85,34 +98,35 @@ def train(cfg: DictConfig) -> float:
         cfg.trainer, logger=logger, callbacks=callbacks, precision=precision
     )
     log.info(
-        "training %s (%s, %s, %d parameters) on %s: %d train / %d validation tokens, vocabulary %d",
+        "training %s %s (%s, %s, %d parameters) on %s: %d train / %d validation batches, vocabulary %d",
+        config["arch"]["name"],
         config["cell"]["name"],
         config["cell"]["impl"],
         precision,
         sum(p.numel() for p in task.parameters()),
         config["data"]["name"],
-        len(corpus.train),
-        len(corpus.valid),
-        len(corpus.vocab),
+        len(train_loader),
+        len(val_loader),
+        len(vocab),
     )
     trainer.fit(task, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
 
     # A run cut short by max_time or max_steps may end between validations: measure the final weights.
     if task.last_val_step != task.global_step:
         trainer.validate(task, val_loader, verbose=False)
-    final = float(trainer.callback_metrics["val/loss"])
-    score = float(task.score(torch.tensor(final)))
+    final_loss = float(trainer.callback_metrics["val/loss"])
+    final_score = float(trainer.callback_metrics[f"hp/val_{task.score_name}"])
 
     sample_cfg = config["sample"]
-    if sample_cfg["length"] > 0:
+    if kind == "lm" and sample_cfg["length"] > 0:
         generator = torch.Generator().manual_seed(config["seed"])
-        text = generate(task.model, corpus.vocab, sample_cfg["prime"], sample_cfg["length"],
+        text = generate(task.model, vocab, sample_cfg["prime"], sample_cfg["length"],
                         sample_cfg["temperature"], generator)
         print(f"\n--- sample (temperature {sample_cfg['temperature']}) ---\n{text}\n---")
     run_dir = Path(config["run_dir"]).resolve()
     print(
-        f"final val/loss {final:.4f} nats per {config['tokenizer']['name']} ({score:.4f} {task.score_name}), "
-        f"best {task.best_val_loss:.4f}, after {task.global_step} steps\n"
+        f"final val/loss {final_loss:.4f}, val/{task.score_name} {final_score:.4f} "
+        f"(best {task.best_score:.4f}), after {task.global_step} steps\n"
         f"run folder: {run_dir}\n"
         f"view it:    tensorboard --logdir {run_dir}"
     )

@@ -40,11 +40,14 @@ def main() -> None:
 def sample(checkpoint: dict, args: argparse.Namespace) -> str:
     import torch
 
+    from rnnexp.errors import CheckpointError
     from rnnexp.sample import generate
-    from rnnexp.task import LanguageModelTask
+    from rnnexp.task import LanguageModelTask, Task
     from rnnexp.tokenizers import vocab_from_symbols
 
-    task = LanguageModelTask.from_checkpoint(checkpoint)
+    task = Task.from_checkpoint(checkpoint)
+    if not isinstance(task, LanguageModelTask):
+        raise CheckpointError(f"this checkpoint holds a {type(task).__name__} model; sample.py needs a language model")
     vocab = vocab_from_symbols(task.config["tokenizer"], task.vocab)
     generator = torch.Generator().manual_seed(args.seed)
     return generate(task.model, vocab, args.prime, args.length, args.temperature, generator)

@@ -62,6 +62,24 @@ def validate_config(cfg: dict[str, Any]) -> None:
     if arch["name"] == "arch2" and arch["feedback"] not in ("teacher", "sampled", "scheduled"):
         raise ConfigError(f"arch.feedback must be teacher, sampled or scheduled, got {arch['feedback']!r}")
     task = data.get("task", "lm")
+    if (arch["name"] == "seq2seq") != (task == "seq2seq"):
+        raise ConfigError(
+            f"data={data['name']} is a sequence-to-sequence task: use arch=seq2seq" if task == "seq2seq" else
+            f"arch=seq2seq needs a sequence-to-sequence task (data=reverse, copy, sort, addition or parallel_text), "
+            f"not data={data['name']}"
+        )
+    if arch["name"] == "arch2" and task != "lm":
+        raise ConfigError(
+            f"arch=arch2 feeds back its predicted next symbol: it is a language model, not for data={data['name']}"
+        )
+    if arch["name"] == "seq2seq":
+        if arch["context"] not in ("init", "every_step", "both"):
+            raise ConfigError(f"arch.context must be init, every_step or both, got {arch['context']!r}")
+        if arch["encoder_hidden_size"] is not None:
+            _positive_int(arch, "encoder_hidden_size", "arch.encoder_hidden_size")
+        if not 0 <= arch["teacher_forcing"] <= 1:
+            raise ConfigError(f"arch.teacher_forcing must be in [0, 1], got {arch['teacher_forcing']!r}")
+        _positive_int(cfg["decode"], "beam_size", "decode.beam_size")
     if arch["name"] == "bidirectional" and task == "lm":
         raise ConfigError(
             "arch=bidirectional cannot be a causal language model: its backward RNN reads the very symbols it "

@@ -81,3 +81,11 @@ class PoisonWeights(pl.Callback):
         if trainer.global_step == self.at_step:
             with torch.no_grad():
                 pl_module.model.head.bias.fill_(float("nan"))
+
+
+def tiny_seq2seq_config(run_dir: Path, *overrides: str) -> DictConfig:
+    """The real config of a tiny seq2seq model on `data=reverse` (a few small batches)."""
+    return compose_config(
+        "arch=seq2seq", "data=reverse", f"run_dir={run_dir}", "data.train_batches=5", "data.valid_size=20",
+        *(o for o in TINY_MODEL if not o.startswith("unroll=")), *overrides,
+    )

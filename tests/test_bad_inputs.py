@@ -68,6 +68,10 @@ CASES = [
     ([*TRAIN, "cell=rnn", "arch.combine=concat"], 2,
      "error: arch.combine=concat exists on the scratch path only: add cell.impl=scratch "
      "(torch's fused kernels compute the sum U x + W h)"),
+    ([*TRAIN, "arch=bidirectional"], 2, "error: arch=bidirectional cannot be a causal language model"),
+    ([*TRAIN, "arch=deep", "arch.num_layers=0"], 2, "error: arch.num_layers must be a positive integer, got 0"),
+    (["arch=seq2seq", "data=reverse", "decode.beam_size=0"], 2,
+     "error: decode.beam_size must be a positive integer, got 0"),
     ([*TRAIN, "guard.on_nonfinite=ignore"], 2, "error: guard.on_nonfinite must be stop or skip, got 'ignore'"),
     (["data=text_file"], 2, "error: data.path is required: set it on the command line, e.g. data.path=..."),
     ([*TRAIN, "data.path={root}/missing.txt"], 2, "error: data file {root}/missing.txt does not exist"),

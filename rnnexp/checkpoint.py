@@ -88,13 +88,15 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(partial, path)  # atomic on POSIX and Windows
 
 
-# Settings that shape the model's parameters: a checkpoint only fits a run that has the same ones.
-MODEL_KEYS = [("cell", "name"), ("cell", "hidden_size"), ("cell", "activation"),
-              ("arch", "name"), ("arch", "embedding_dim"), ("arch", "combine")]
+# Settings that shape the model's parameters: named in the error when a checkpoint does not fit.
+MODEL_KEYS = [("cell", "name"), ("cell", "hidden_size"), ("cell", "activation"), ("arch", "name"),
+              ("arch", "embedding_dim"), ("arch", "combine"), ("arch", "num_layers"), ("arch", "residual")]
 
 
-def check_fits(checkpoint: dict[str, Any], path: Path, config: dict[str, Any], vocab: list[str]) -> None:
-    """CheckpointError unless the checkpoint's model and vocabulary are this run's."""
+def check_fits(checkpoint: dict[str, Any], path: Path, config: dict[str, Any], vocab: list,
+               expected: dict[str, Any]) -> None:
+    """CheckpointError unless the checkpoint's vocabulary is this run's and its parameters have the
+    names and shapes of `expected` (this run's state_dict)."""
     saved = checkpoint.get("hyper_parameters", {})
     saved_config, saved_vocab = saved.get("config", {}), saved.get("vocab")
     if saved_vocab != vocab:
@@ -103,10 +105,13 @@ def check_fits(checkpoint: dict[str, Any], path: Path, config: dict[str, Any], v
             f"checkpoint {path} was trained on another vocabulary ({len(saved_vocab or [])} symbols; this data "
             f"has {len(vocab)}, {len(new)} of them new, e.g. {new[:5]}): resume with the data it was trained on"
         )
-    differences = [
-        f"{group}.{key}={saved_config.get(group, {}).get(key)} (this run: {config[group].get(key)})"
-        for group, key in MODEL_KEYS
-        if saved_config.get(group, {}).get(key) != config[group].get(key)
-    ]
-    if differences:
-        raise CheckpointError(f"checkpoint {path} has another model: {', '.join(differences)}")
+    shapes = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
+    if shapes != {name: tuple(t.shape) for name, t in expected.items()}:
+        differences = [
+            f"{group}.{key}={saved_config.get(group, {}).get(key)} (this run: {config[group].get(key)})"
+            for group, key in MODEL_KEYS
+            if saved_config.get(group, {}).get(key) != config[group].get(key)
+        ]
+        mismatch = next((n for n in expected if shapes.get(n) != tuple(expected[n].shape)), None)
+        detail = ", ".join(differences) or f"parameter {mismatch} is {shapes.get(mismatch)} there"
+        raise CheckpointError(f"checkpoint {path} has another model: {detail}")

@@ -128,11 +128,11 @@ class OutputFeedbackLM(nn.Module):
     def _next_feedback(self, logits: Tensor, target: Tensor | None, teacher_prob: float) -> Tensor:
         if not self.training:
             return logits.argmax(-1)  # its own most likely output
+        if target is not None and self.feedback_mode == "teacher":
+            return target
         own = torch.multinomial(torch.softmax(logits.float(), -1), 1).squeeze(1)
         if target is None:
             return own
-        if self.feedback_mode == "teacher":
-            return target
         use_teacher = torch.rand(target.shape, device=target.device) < teacher_prob  # scheduled sampling
         return torch.where(use_teacher, target, own)
 

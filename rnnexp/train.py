@@ -74,16 +74,16 @@ def train(cfg: DictConfig) -> float:
         pairs = load_seq2seq(config, data_dir)
         vocab, train_loader, val_loader = pairs.vocab, pairs.train, pairs.valid
 
+    task = task_class(config)(config, vocab.symbols)
     ckpt_path, start_step = None, 0
     if config["ckpt_path"] is not None:
         ckpt_path = find_checkpoint(config["ckpt_path"])
         checkpoint = load_checkpoint(ckpt_path)
-        check_fits(checkpoint, ckpt_path, config, vocab.symbols)
+        check_fits(checkpoint, ckpt_path, config, vocab.symbols, task.state_dict())
         start_step = checkpoint["global_step"]
         log.info("resuming from %s at step %d", ckpt_path, start_step)
         del checkpoint
 
-    task = task_class(config)(config, vocab.symbols)
     # purge_step: TensorBoard drops what an interrupted run logged after the checkpoint's step.
     logger = [
         hydra.utils.instantiate(c, **({"purge_step": start_step} if c["_target_"].endswith("TensorBoardLogger")

@@ -215,3 +215,12 @@ def test_wikitext2_word_experiment_composes():
     cfg = compose_config("experiment=wikitext2_word", "data.files.train=test.txt")
     assert (cfg.data.name, cfg.tokenizer.name, cfg.unroll, cfg.batch_size) == ("wikitext2", "word", 35, 20)
     assert cfg.data.files.train == "test.txt"
+
+
+def test_vanilla_rnn_trains_with_sgd_and_its_learning_rate_unless_told_otherwise():
+    from tests.helpers import compose_config
+
+    cfg = compose_config("cell=rnn", "cell.activation=relu", "unroll=40", "lr=0.5", "clip=5")
+    assert (cfg.optim.name, cfg.lr) == ("sgd", 0.5)
+    assert (compose_config("cell=rnn").optim.name, compose_config("cell=rnn").lr) == ("sgd", 0.5)
+    assert (compose_config("cell=rnn", "optim=adam").lr, compose_config("cell=gru").lr) == (0.003, 0.003)

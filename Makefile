@@ -1,7 +1,7 @@
 # `make train` and `make test` set everything up on first use (a .venv with torch and rnnexp).
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build used in development; on a CUDA machine use e.g. TORCH=torch (pip picks the CUDA build).
+# Installed before rnnexp into a fresh .venv (the release the project is developed on).
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 

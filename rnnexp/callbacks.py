@@ -37,7 +37,11 @@ class Checkpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, *args)
         due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
         if due and self.save_last and self._last_global_step_saved != trainer.global_step:
+            saved_at = self._last_global_step_saved
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            # Lightning skips a validation's saves at a step already saved: let this step's
+            # validation still update best.ckpt (and last.ckpt after it).
+            self._last_global_step_saved = saved_at
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:

@@ -72,6 +72,12 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             f"arch=arch2 feeds back its predicted next symbol: it is a language model, not for data={data['name']}"
         )
+    if arch.get("combine", "sum") != "sum" and arch["name"] in ("arch2", "seq2seq"):
+        raise ConfigError(
+            f"arch.combine={arch['combine']} applies to arch1, deep and bidirectional, not arch={arch['name']}"
+        )
+    if task == "seq2seq" and data["name"] != "parallel_text":
+        _validate_generated_task(data)
     if arch["name"] == "seq2seq":
         if arch["context"] not in ("init", "every_step", "both"):
             raise ConfigError(f"arch.context must be init, every_step or both, got {arch['context']!r}")
@@ -108,6 +114,9 @@ def validate_config(cfg: dict[str, Any]) -> None:
         if not 0 < sched["decay_rate"] <= 1:
             raise ConfigError(f"sched.decay_rate must be in (0, 1], got {sched['decay_rate']!r}")
         _positive_int(sched, "decay_steps", "sched.decay_steps")
+    limit = cfg["trainer"].get("limit_val_batches", 1.0)
+    if limit is not None and limit <= 0:
+        raise ConfigError(f"trainer.limit_val_batches must be > 0: every run is judged on validation, got {limit}")
     if cfg["guard"]["on_nonfinite"] not in ("stop", "skip"):
         raise ConfigError(f"guard.on_nonfinite must be stop or skip, got {cfg['guard']['on_nonfinite']!r}")
     if not isinstance(cfg["guard"]["explode_factor"], int | float) or cfg["guard"]["explode_factor"] < 0:
@@ -116,3 +125,15 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"sample.temperature must be > 0, got {cfg['sample']['temperature']!r}")
     if cfg["sample"]["length"] < 0:
         raise ConfigError(f"sample.length must be >= 0, got {cfg['sample']['length']!r}")
+
+
+def _validate_generated_task(data: dict[str, Any]) -> None:
+    for key in ("train_batches", "valid_size", *(("max_digits",) if data["name"] == "addition" else
+                                                ("num_symbols", "min_length", "max_length"))):
+        _positive_int(data, key, f"data.{key}")
+    if data["name"] != "addition":
+        if data["num_symbols"] > 26:
+            raise ConfigError(f"data.num_symbols must be at most 26 (the letters a-z), got {data['num_symbols']}")
+        if data["min_length"] > data["max_length"]:
+            raise ConfigError(f"data.min_length ({data['min_length']}) must not exceed data.max_length "
+                              f"({data['max_length']})")

@@ -130,7 +130,9 @@ class OutputFeedbackLM(nn.Module):
             return logits.argmax(-1)  # its own most likely output
         if target is not None and self.feedback_mode == "teacher":
             return target
-        own = torch.multinomial(torch.softmax(logits.float(), -1), 1).squeeze(1)
+        # A sample by the Gumbel-max trick: unlike torch.multinomial it needs no host sync.
+        noise = torch.empty_like(logits, dtype=torch.float).exponential_().log()
+        own = (logits.float() - noise).argmax(-1)
         if target is None:
             return own
         use_teacher = torch.rand(target.shape, device=target.device) < teacher_prob  # scheduled sampling

@@ -74,7 +74,10 @@ def load_segmentation(config: dict[str, Any], data_dir: Path) -> SegmentationDat
         source = {"name": "text_file", "path": data["path"]}
     else:
         source = {"name": data["corpus"], "remote": data["corpus"], "member": data["member"]}
-    path, member = locate_sources(source, data_dir)["all"]
+    sources = locate_sources(source, data_dir)
+    if "all" not in sources:
+        raise DataError("data=segmentation reads one text file (data.path), not a folder of splits")
+    path, member = sources["all"]
     text = read_source(path, member)
     chars, labels = remove_spaces(normalize_text8(text) if data.get("normalize") == "text8" else text)
     vocab = CharVocab.build([chars])

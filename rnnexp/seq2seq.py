@@ -144,9 +144,16 @@ def _parallel_text(data: dict[str, Any], batch_size: int, seed: int) -> Seq2SeqD
     vocab = SymbolVocab([PAD, BOS, EOS, *symbols])
     train_pairs = pairs[:-n_val]
     rng = random.Random(seed)
+    queue: list[tuple[str, str]] = []
 
     def shuffled(n: int) -> list[tuple[str, str]]:
-        return rng.sample(train_pairs, min(n, len(train_pairs)))
+        """The next n pairs of a stream of permutations: every pair once per epoch."""
+        batch = []
+        while len(batch) < min(n, len(train_pairs)):
+            if not queue:
+                queue.extend(rng.sample(train_pairs, len(train_pairs)))
+            batch.append(queue.pop())
+        return batch
 
     batches = -(-len(train_pairs) // batch_size)
     return Seq2SeqData(vocab, PairBatches(vocab, batch_size, generate=shuffled, batches=batches),
@@ -317,8 +324,12 @@ class Seq2SeqTask(Task):
         loss = F.cross_entropy(logits.flatten(0, 1), target[1:].flatten(), ignore_index=0)  # padding ignored
         if self.skip_nonfinite_loss(loss):
             return None
-        self.count_train(loss, target[1:].numel())
+        self.count_train(loss, int(lengths.sum()))  # source symbols read (host-side lengths: no sync)
         return loss
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        source, lengths, target = batch
+        return source.to(device), lengths, target.to(device)  # lengths stay on the host for packing
 
     def decode(self, source: Tensor, lengths: Tensor, max_length: int) -> Tensor:
         beam = self.config["decode"]["beam_size"]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnexp.cells import State
-from rnnexp.errors import TrainingDiverged
+from rnnexp.errors import CheckpointError, TrainingDiverged
 from rnnexp.model import build_language_model
 
 log = logging.getLogger("rnnexp")
@@ -67,9 +67,15 @@ class Task(pl.LightningModule):
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any]) -> Task:
         """The trained module of a checkpoint loaded by `rnnexp.checkpoint.load_checkpoint`."""
-        saved = checkpoint["hyper_parameters"]
+        saved = checkpoint.get("hyper_parameters") or {}
+        if "config" not in saved or "vocab" not in saved:
+            raise CheckpointError("the checkpoint has no rnnexp config and vocabulary: not made by rnnexp")
         task = task_class(saved["config"])(saved["config"], saved["vocab"])
-        task.load_state_dict(checkpoint["state_dict"])
+        try:
+            task.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as e:
+            first_line = str(e).splitlines()[0]
+            raise CheckpointError(f"the checkpoint's weights do not fit its own config ({first_line})") from None
         return task
 
     def score(self, loss: Tensor) -> Tensor:
@@ -85,6 +91,7 @@ class Task(pl.LightningModule):
 
     def count_train(self, loss: Tensor, tokens: int) -> None:
         """Add a step's loss to the window averaged at the next logging step (no host sync)."""
+        self._flag_if_nonfinite(loss.detach())
         self._loss_sum += loss.detach()
         self._window_steps += 1
         self._window_tokens += tokens
@@ -106,11 +113,12 @@ class Task(pl.LightningModule):
         named_grads = [(name, p.grad) for name, p in self.model.named_parameters() if p.grad is not None]
         if not named_grads:
             return
+        if not self._is_log_step():
+            self._guard_gradients(torch.nn.utils.get_total_norm([g for _, g in named_grads]), optimizer)
+            return
         norms = {f"grad_norm/{name}": torch.linalg.vector_norm(grad) for name, grad in named_grads}
         norms["grad_norm/total"] = torch.linalg.vector_norm(torch.stack(list(norms.values())))
         self._guard_gradients(norms["grad_norm/total"], optimizer)
-        if not self._is_log_step():
-            return
         self.raise_if_diverged()
         train_loss = self._loss_sum / max(self._window_steps, 1)
         elapsed = time.perf_counter() - self._window_start
@@ -124,13 +132,18 @@ class Task(pl.LightningModule):
         self._reset_log_window()
 
     def _guard_gradients(self, total_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return  # fp16's GradScaler skips overflowing steps itself; losses are still guarded
         if self.guard["on_nonfinite"] == "skip":
             if not torch.isfinite(total_norm):  # a host sync, every step: the price of skipping
                 log.warning("step %d: gradient norm is %s; step skipped", self.global_step, total_norm.item())
                 optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are not updated
             return
-        # Remember the first bad step on the device; it is read at logging steps and before saving.
-        bad = ~torch.isfinite(total_norm) & (self._first_bad_step < 0)
+        self._flag_if_nonfinite(total_norm)
+
+    def _flag_if_nonfinite(self, value: Tensor) -> None:
+        """Remember the first bad step on the device; it is read at logging steps and before saving."""
+        bad = ~torch.isfinite(value) & (self._first_bad_step < 0)
         self._first_bad_step = torch.where(bad, self.global_step, self._first_bad_step)
 
     def raise_if_diverged(self) -> None:
@@ -165,6 +178,13 @@ class Task(pl.LightningModule):
         self._window_start = time.perf_counter()
 
     # --- validation -----------------------------------------------------------------------------
+
+    def on_validation_start(self) -> None:
+        self._validation_started = time.perf_counter()
+
+    def on_validation_end(self) -> None:
+        # Validation time is not training time: shift the throughput window's start past it.
+        self._window_start += time.perf_counter() - self._validation_started
 
     def log_validation(self, val_loss: Tensor, metrics: dict[str, Tensor], score: Tensor) -> None:
         """Log a finished validation: val/loss, the task's metrics, and the HParams score."""
@@ -222,7 +242,7 @@ class Task(pl.LightningModule):
         saved = checkpoint["rnnexp"]
         self.best_val_loss, self.best_score = saved["best_val_loss"], saved["best_score"]
         self.first_logged_loss = saved["first_logged_loss"]
-        self._loss_sum, self._window_steps, self._window_tokens = saved["log_window"]
+        self._loss_sum, self._window_steps, _ = saved["log_window"]  # the clock restarts: so do its tokens
         torch.set_rng_state(saved["torch_rng"])
         if saved["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
@@ -266,6 +286,7 @@ class LanguageModelTask(Task):
         self.train_state = detach_state(state)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean NLL per token
         if self.skip_nonfinite_loss(loss):
+            self.train_state = None  # the carried state may be what blew up
             return None  # Lightning then skips backward and the optimizer step
         self.count_train(loss, targets.numel())
         return loss

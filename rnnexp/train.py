@@ -37,6 +37,22 @@ def choose_precision(requested: str, accelerator: str) -> str:
     return "bf16-mixed" if cpu_bf16 and not on_gpu else "32-true"
 
 
+def sample_prime(config: dict[str, Any], vocab: Any, train_loader: Any) -> str:
+    """`sample.prime`, checked before training; if this vocabulary cannot spell it (the default "\n"
+    in text8, say), the corpus's first symbol instead, so a finished run never fails at its sample."""
+    from rnnexp.errors import DataError
+
+    prime = config["sample"]["prime"]
+    try:
+        if len(vocab.encode(prime)) > 0:
+            return prime
+    except DataError:
+        pass
+    fallback = vocab.decode(train_loader.batches[0][0][:1, 0].tolist())
+    log.warning("sample.prime %r is not in this vocabulary; the sample starts from %r", prime, fallback)
+    return fallback
+
+
 def train(cfg: DictConfig) -> float:
     """Train as `cfg` says; returns the best validation loss (the value Hydra sweepers minimise)."""
     config = resolve(cfg)
@@ -74,6 +90,7 @@ def train(cfg: DictConfig) -> float:
         pairs = load_seq2seq(config, data_dir)
         vocab, train_loader, val_loader = pairs.vocab, pairs.train, pairs.valid
 
+    prime = sample_prime(config, vocab, train_loader) if kind == "lm" else ""
     task = task_class(config)(config, vocab.symbols)
     ckpt_path, start_step = None, 0
     if config["ckpt_path"] is not None:
@@ -120,7 +137,7 @@ def train(cfg: DictConfig) -> float:
     sample_cfg = config["sample"]
     if kind == "lm" and sample_cfg["length"] > 0:
         generator = torch.Generator().manual_seed(config["seed"])
-        text = generate(task.model, vocab, sample_cfg["prime"], sample_cfg["length"],
+        text = generate(task.model, vocab, prime, sample_cfg["length"],
                         sample_cfg["temperature"], generator)
         print(f"\n--- sample (temperature {sample_cfg['temperature']}) ---\n{text}\n---")
     run_dir = Path(config["run_dir"]).resolve()

@@ -3,7 +3,7 @@
 Both run in this one process, alternating, so the machine's state affects them alike; the report is
 their ratio (and each one's tokens per second, for orientation only):
 
-    python scripts/benchmark.py                       # LSTM (fused), H=256
+    python scripts/benchmark.py                       # the default model (LSTM, H=512)
     python scripts/benchmark.py cell=gru cell.impl=scratch cell.hidden_size=128 --steps 100
 
 Arguments other than --steps/--repeats are Hydra overrides of conf/train.yaml.
@@ -28,13 +28,14 @@ def plain_loop(config: dict, vocab_size: int, batches, steps: int) -> float:
     import torch.nn.functional as F
 
     from rnnexp.model import build_language_model
-    from rnnexp.task import build_optimizer, detach_state
+    from rnnexp.task import build_optimizer, build_scheduler, detach_state
 
     cell, arch = config["cell"], config["arch"]
     model = build_language_model(vocab_size, cell, arch)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # what accelerator="auto" picks
     model.to(device)
     optimizer = build_optimizer(model.parameters(), config["optim"], config["lr"])
+    scheduler = build_scheduler(optimizer, config["sched"])
     bf16 = config["trainer"]["precision"] == "bf16-mixed"
     state, start = None, 0.0
     for step in range(steps + 5):
@@ -50,6 +51,8 @@ def plain_loop(config: dict, vocab_size: int, batches, steps: int) -> float:
         if config["clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config["clip"])
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -58,6 +61,7 @@ def plain_loop(config: dict, vocab_size: int, batches, steps: int) -> float:
 def framework(config: dict, vocab: list[str], batches, steps: int, run_dir: str) -> float:
     """rnnexp's LanguageModelTask under a Lightning Trainer, logging as `train.py` does."""
     import pytorch_lightning as pl
+    import torch
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from rnnexp.data import StreamLoader
@@ -69,6 +73,8 @@ def framework(config: dict, vocab: list[str], batches, steps: int, run_dir: str)
                 self.start = time.perf_counter()
 
         def on_train_end(self, trainer, pl_module):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             self.seconds = time.perf_counter() - self.start
 
     clock = Clock()
@@ -96,13 +102,16 @@ def main() -> None:
 
     from rnnexp.data import TBPTTBatches
     from rnnexp.tokenizers import CharVocab
+    from rnnexp.train import choose_precision
     from tests.helpers import make_text
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as run_dir:
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[f"run_dir={run_dir}", "trainer.precision=32-true", *overrides])
+            cfg = compose("train", overrides=[f"run_dir={run_dir}", *overrides])
         config = OmegaConf.to_container(cfg, resolve=True)
+        trainer_cfg = config["trainer"]
+        trainer_cfg["precision"] = choose_precision(str(trainer_cfg["precision"]), trainer_cfg["accelerator"])
         text = make_text(n_words=200_000)
         vocab = CharVocab.build([text])
         batches = TBPTTBatches(vocab.encode(text), config["batch_size"], config["unroll"])
@@ -114,7 +123,8 @@ def main() -> None:
             torch.manual_seed(0)
             ours.append(framework(config, vocab.symbols, batches, args.steps, run_dir))
     cell = config["cell"]
-    print(f"{cell['name']} ({cell['impl']}), H={cell['hidden_size']}, batch {config['batch_size']}, "
+    print(f"{cell['name']} ({cell['impl']}), H={cell['hidden_size']}, {config['trainer']['precision']}, "
+          f"batch {config['batch_size']}, "
           f"unroll {config['unroll']}, {args.steps} steps x {args.repeats} repeats, {torch.get_num_threads()} threads")
     print(f"plain PyTorch loop: {tokens / statistics.median(plain):,.0f} tokens/s (median)")
     print(f"rnnexp (Lightning): {tokens / statistics.median(ours):,.0f} tokens/s (median)")

@@ -175,3 +175,30 @@ def test_ckpt_path_last_is_the_newest_run(tmp_path, monkeypatch, tiny_text):
         os.utime(folder / "last.ckpt", (mtime, mtime))
     monkeypatch.chdir(tmp_path)
     assert find_checkpoint("last").resolve() == (newer / "last.ckpt").resolve()
+
+
+def test_best_checkpoint_is_updated_at_steps_that_also_write_last(tiny_text, tmp_path):
+    """Periodic last.ckpt saves at the steps of a validation must not stop best.ckpt from updating."""
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "trainer.max_steps=8", "trainer.val_check_interval=4",
+                          "callbacks.model_checkpoint.every_n_steps=4", "lr=0.01"))
+    val_losses = [v for _, v in read_scalars(run_dir)["val/loss"]]
+    best = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    assert val_losses[1] < val_losses[0]  # it learns, so the best is the later one...
+    assert best["global_step"] == 8  # ...and best.ckpt holds it
+
+
+def test_an_infinite_loss_with_finite_gradients_stops_the_run(tiny_text, tmp_path):
+    from rnnexp.task import LanguageModelTask
+
+    config = resolve_config(tiny_text, tmp_path)
+    task = LanguageModelTask(config, list("abc"))
+    task.count_train(torch.tensor(float("inf")), 10)
+    with pytest.raises(TrainingDiverged, match="at step 0"):
+        task.raise_if_diverged()
+
+
+def resolve_config(tiny_text, tmp_path, *overrides):
+    from rnnexp.train import resolve
+
+    return resolve(tiny_run_config(tiny_text, tmp_path, *overrides))

@@ -224,3 +224,11 @@ def test_vanilla_rnn_trains_with_sgd_and_its_learning_rate_unless_told_otherwise
     assert (cfg.optim.name, cfg.lr) == ("sgd", 0.5)
     assert (compose_config("cell=rnn").optim.name, compose_config("cell=rnn").lr) == ("sgd", 0.5)
     assert (compose_config("cell=rnn", "optim=adam").lr, compose_config("cell=gru").lr) == (0.003, 0.003)
+
+
+def test_a_prime_outside_the_vocabulary_falls_back_to_the_corpus_first_symbol(tmp_path, capsys):
+    text = tmp_path / "one_line.txt"
+    text.write_text("abc def ghi " * 300)  # no newline: the default prime "\n" cannot be spelled
+    train(tiny_run_config(text, tmp_path / "run", "sample.length=10"))
+    sample = capsys.readouterr().out.split("---\n")[1]
+    assert sample.startswith("a") and len(sample.rstrip("\n")) == 11

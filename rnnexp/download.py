@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import urllib.error
@@ -85,7 +86,15 @@ def resolve_cache_dir(configured: str | None = None) -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    return _sha256_prefix(path).hexdigest()
+    """The file's SHA-256, read once per process while its size and modification time stay the same
+    (fetch verifies a file and the corpus cache keys on it: one read, not two)."""
+    stat = path.stat()
+    return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return _sha256_prefix(Path(path)).hexdigest()
 
 
 def fetch(name: str, data_dir: Path) -> Path:

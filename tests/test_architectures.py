@@ -183,3 +183,17 @@ def test_seq2seq_logs_examples_to_the_text_tab(tmp_path):
     assert "val/examples/text_summary" in events.Tags()["tensors"]
     text = events.Tensors("val/examples/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert text.startswith("| source | target | prediction |")
+
+
+def test_residual_stack_adds_each_upper_layers_input_to_its_output():
+    from rnnexp.model import make_recurrent
+
+    torch.manual_seed(0)
+    cell = {"name": "gru", "impl": "fused", "hidden_size": 6}
+    stack = make_recurrent(cell, {"name": "deep", "num_layers": 2, "dropout": 0.0, "residual": True}, 4)
+    x = torch.randn(5, 3, 4)
+    first, _ = stack.layers[0](x)
+    second, _ = stack.layers[1](first)
+    out, state = stack(x)
+    torch.testing.assert_close(out, second + first)
+    assert state.shape == (2, 3, 6)

@@ -10,9 +10,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rnnexp.checkpoint import resume_run_dir
+from rnnexp.checkpoint import resume_output_subdir, resume_run_dir
 
 OmegaConf.register_new_resolver("resume_run_dir", resume_run_dir, replace=True)
+OmegaConf.register_new_resolver("resume_output_subdir", resume_output_subdir, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -20,6 +21,7 @@ def main(cfg: DictConfig) -> float:
     from rnnexp.errors import RnnexpError
     from rnnexp.train import train  # torch and Lightning load here, not for --help
 
+    silence_known_noise()
     try:
         return train(cfg)
     except RnnexpError as e:
@@ -29,10 +31,30 @@ def main(cfg: DictConfig) -> float:
 
 
 def discard_unfinished_run(run_dir: Path) -> None:
-    """Remove a run folder that holds no result (no checkpoint, no TensorBoard events), so a refused
-    config or a missing file leaves nothing behind that looks like a run."""
+    """Remove what a refused run wrote: the whole run folder if it holds no result (no checkpoint,
+    no TensorBoard events), else (a refused resume) only this attempt's record in .hydra/resumes/."""
+    from hydra.core.hydra_config import HydraConfig
+
     if run_dir.is_dir() and not (run_dir / "checkpoints").exists() and not any(run_dir.glob("events.out.*")):
         shutil.rmtree(run_dir, ignore_errors=True)
+    elif HydraConfig.get().output_subdir.startswith(".hydra/resumes/"):
+        record = run_dir / HydraConfig.get().output_subdir
+        shutil.rmtree(record, ignore_errors=True)
+        if not any(record.parent.iterdir()):
+            record.parent.rmdir()
+
+
+def silence_known_noise() -> None:
+    """Three messages every run printed that tell the user nothing, filtered by their text only:
+    a deprecation inside Lightning's own code, the model summary's size estimate under bf16, and
+    Lightning's advertisement for its cloud logger."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: "try installing [litlogger]" not in record.getMessage())
 
 
 if __name__ == "__main__":

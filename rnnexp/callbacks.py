@@ -1,15 +1,36 @@
-"""Lightning callbacks and plugins, as the `callbacks` and `trainer` config groups use them."""
+"""Lightning callbacks and plugins, as the `callbacks` and `trainer` config groups use them.
+
+`monitor: auto` in a callback's config is the task's main metric (val/bpc, val/ppl, val/f1 or
+val/seq_acc: the one the HParams tab and the final report show), `mode: auto` the direction in which
+the monitored metric improves.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from rnnexp.checkpoint import atomic_save, load_checkpoint
+
+log = logging.getLogger("rnnexp")
+HIGHER_IS_BETTER = ("acc", "f1")  # metric names that end so are maximised; losses, bpc and ppl minimised
+
+
+def resolve_monitor(callback: dict[str, Any], main_metric: str, higher_is_better: bool) -> dict[str, Any]:
+    """A callback config with `monitor: auto` and `mode: auto` replaced by real values."""
+    callback = dict(callback)
+    if callback.get("monitor") == "auto":
+        callback["monitor"] = main_metric
+    if callback.get("mode") == "auto":
+        maximise = higher_is_better if callback["monitor"] == main_metric else \
+            callback["monitor"].endswith(HIGHER_IS_BETTER)
+        callback["mode"] = "max" if maximise else "min"
+    return callback
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -47,6 +68,21 @@ class Checkpoint(ModelCheckpoint):
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         super().on_train_end(trainer, pl_module)
+
+
+class EarlyStop(EarlyStopping):
+    """Lightning's EarlyStopping, off while `patience` is null, and saying when it ends a run."""
+
+    def __init__(self, patience: int | None = None, **kwargs: Any) -> None:
+        super().__init__(patience=0 if patience is None else patience, **kwargs)
+        self.enabled = patience is not None
+
+    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
+        if not self.enabled:
+            return
+        super()._run_early_stopping_check(trainer)
+        if trainer.should_stop and self.stopping_reason_message:
+            log.info("early stopping at step %d: %s", trainer.global_step, self.stopping_reason_message)
 
 
 class LMProgressBar(RichProgressBar):

@@ -34,16 +34,34 @@ def find_checkpoint(ckpt_path: str | os.PathLike, runs_root: Path = RUNS_ROOT) -
     return path
 
 
-def resume_run_dir(ckpt_path: str | None, new_run_dir: str) -> str:
-    """The run folder to write into: the checkpoint's own when resuming one of our runs (TensorBoard
-    then continues in the same folder), else `new_run_dir`. Used by hydra.run.dir in conf/train.yaml."""
+def continues_run(checkpoint: Path) -> bool:
+    """Whether resuming `checkpoint` continues its run in the run's folder: only from the run's
+    latest state, its checkpoints/last.ckpt. Any other checkpoint (best.ckpt, an earlier or copied
+    file) starts a new run folder, so the original run's curves and records are never rewritten."""
+    return checkpoint.name == "last.ckpt" and checkpoint.parent.name == "checkpoints"
+
+
+def _continued_run(ckpt_path: str | None) -> Path | None:
     if ckpt_path is None:
-        return new_run_dir
+        return None
     try:
         checkpoint = find_checkpoint(ckpt_path)
     except CheckpointError:
-        return new_run_dir  # train() reports the problem as a one-line error
-    return str(checkpoint.parent.parent) if checkpoint.parent.name == "checkpoints" else new_run_dir
+        return None  # train() reports the problem as a one-line error
+    return checkpoint.parent.parent if continues_run(checkpoint) else None
+
+
+def resume_run_dir(ckpt_path: str | None, new_run_dir: str) -> str:
+    """The run folder to write into: the checkpoint's own when the resume continues its run
+    (TensorBoard then goes on in the same folder), else `new_run_dir`. hydra.run.dir uses it."""
+    run = _continued_run(ckpt_path)
+    return new_run_dir if run is None else str(run)
+
+
+def resume_output_subdir(ckpt_path: str | None, now: str) -> str:
+    """Where Hydra writes this job's config record: `.hydra`, or for a resume that continues its
+    run, a folder of its own, .hydra/resumes/<now>, so the run's original record stays as it was."""
+    return ".hydra" if _continued_run(ckpt_path) is None else f".hydra/resumes/{now}"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -93,12 +111,19 @@ MODEL_KEYS = [("cell", "name"), ("cell", "hidden_size"), ("cell", "activation"),
               ("arch", "embedding_dim"), ("arch", "combine"), ("arch", "num_layers"), ("arch", "residual")]
 
 
+def saved_settings(checkpoint: dict[str, Any], path: Path) -> tuple[dict[str, Any], list]:
+    """The config and vocabulary an rnnexp checkpoint was trained with."""
+    saved = checkpoint.get("hyper_parameters") or {}
+    if "config" not in saved or "vocab" not in saved:
+        raise CheckpointError(f"{path} is not an rnnexp checkpoint (it has no rnnexp config and vocabulary)")
+    return saved["config"], saved["vocab"]
+
+
 def check_fits(checkpoint: dict[str, Any], path: Path, config: dict[str, Any], vocab: list,
                expected: dict[str, Any]) -> None:
     """CheckpointError unless the checkpoint's vocabulary is this run's and its parameters have the
     names and shapes of `expected` (this run's state_dict)."""
-    saved = checkpoint.get("hyper_parameters", {})
-    saved_config, saved_vocab = saved.get("config", {}), saved.get("vocab")
+    saved_config, saved_vocab = saved_settings(checkpoint, path)
     if saved_vocab != vocab:
         new = [s for s in vocab if s not in set(saved_vocab or [])]
         raise CheckpointError(
@@ -115,3 +140,42 @@ def check_fits(checkpoint: dict[str, Any], path: Path, config: dict[str, Any], v
         mismatch = next((n for n in expected if shapes.get(n) != tuple(expected[n].shape)), None)
         detail = ", ".join(differences) or f"parameter {mismatch} is {shapes.get(mismatch)} there"
         raise CheckpointError(f"checkpoint {path} has another model: {detail}")
+
+
+# What a resume may change: how long it trains, how it logs and shows progress, where files are.
+# Everything else (model, data, optimisation) must be the checkpoint's own.
+RESUME_MAY_CHANGE = (
+    "ckpt_path", "init_from", "run_dir", "data_dir", "data.path", "cache_dir", "sample.", "logger.",
+    "callbacks.progress_bar",
+    "callbacks.early_stop.", "callbacks.model_checkpoint.every_n_steps", "trainer.max_steps", "trainer.max_time",
+    "trainer.max_epochs", "trainer.val_check_interval", "trainer.log_every_n_steps", "trainer.enable_progress_bar",
+    "trainer.enable_model_summary", "trainer.num_sanity_val_steps", "trainer.accelerator", "trainer.devices",
+    "trainer.profiler",
+)
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """{"cell.hidden_size": 512, ...}: nested mappings as dotted keys."""
+    if not isinstance(config, dict) or not config:
+        return {prefix.rstrip("."): config}
+    return {k: v for key, value in config.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+
+
+def check_same_settings(checkpoint: dict[str, Any], path: Path, config: dict[str, Any]) -> None:
+    """CheckpointError listing every setting of this run that differs from the checkpoint's,
+    other than those a resume may change (RESUME_MAY_CHANGE)."""
+    saved, now = flatten(saved_settings(checkpoint, path)[0]), flatten(config)
+    # Paths inside the run folder (checkpoints/, the trainer's root) follow the run folder.
+    saved = {k: v.replace(saved["run_dir"], now["run_dir"]) if isinstance(v, str) else v for k, v in saved.items()}
+    absent = "(absent)"
+    differences = [
+        f"{key}={now.get(key, absent)} (checkpoint: {saved.get(key, absent)})"
+        for key in sorted(saved.keys() | now.keys())
+        if not key.startswith(RESUME_MAY_CHANGE) and saved.get(key, absent) != now.get(key, absent)
+    ]
+    if differences:
+        raise CheckpointError(
+            f"resuming {path} continues its run with its own settings, but this run differs: "
+            f"{', '.join(differences)}; give the checkpoint's values, or start a new run from its weights "
+            f"with init_from={path} instead of ckpt_path"
+        )

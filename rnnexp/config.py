@@ -1,10 +1,23 @@
 """Checks on the composed config, made before any data is read or model built. Each problem is one
-`ConfigError` line that names the setting and says what would work."""
+`ConfigError` line that names the setting and says what would work.
+
+Keys are checked first: a key that nothing reads is refused with the closest real key, so a typo
+(`+unrol=40`) never trains with the default in silence. Fixed groups are checked against their
+schema (rnnexp/schema.py); `_target_` objects against the arguments their target accepts.
+"""
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import typing
+from dataclasses import fields
 from typing import Any
 
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from rnnexp import schema
 from rnnexp.errors import ConfigError
 
 CELLS = ("rnn", "lstm", "gru")
@@ -26,6 +39,7 @@ def _fraction(value: Any, name: str) -> None:
 
 def validate_config(cfg: dict[str, Any]) -> None:
     """Raise ConfigError for the first setting that cannot work. `cfg` is the resolved config."""
+    check_keys(cfg)
     cell, arch, data = cfg["cell"], cfg["arch"], cfg["data"]
     _positive_int(cfg, "unroll")
     _positive_int(cfg, "batch_size")
@@ -107,13 +121,12 @@ def validate_config(cfg: dict[str, Any]) -> None:
     if tokenizer["name"] == "byte" and data.get("normalize"):
         raise ConfigError("data.normalize works on characters: use tokenizer=char with it, not byte")
 
-    if cfg["optim"]["name"] == "sgd" and cfg["optim"]["momentum"] < 0:
+    if cfg["optim"].get("momentum", 0) < 0:
         raise ConfigError(f"optim.momentum must be >= 0, got {cfg['optim']['momentum']!r}")
-    sched = cfg["sched"]
-    if sched["name"] == "exponential":
-        if not 0 < sched["decay_rate"] <= 1:
-            raise ConfigError(f"sched.decay_rate must be in (0, 1], got {sched['decay_rate']!r}")
-        _positive_int(sched, "decay_steps", "sched.decay_steps")
+    if cfg["ckpt_path"] is not None and cfg["init_from"] is not None:
+        raise ConfigError("give ckpt_path (resume a run) or init_from (a new run from a checkpoint's weights), "
+                          "not both")
+    _validate_schedule(cfg)
     limit = cfg["trainer"].get("limit_val_batches", 1.0)
     if limit is not None and limit <= 0:
         raise ConfigError(f"trainer.limit_val_batches must be > 0: every run is judged on validation, got {limit}")
@@ -137,3 +150,126 @@ def _validate_generated_task(data: dict[str, Any]) -> None:
         if data["min_length"] > data["max_length"]:
             raise ConfigError(f"data.min_length ({data['min_length']}) must not exceed data.max_length "
                               f"({data['max_length']})")
+
+
+def _validate_schedule(cfg: dict[str, Any]) -> None:
+    sched, trainer = cfg["sched"], cfg["trainer"]
+    target = sched.get("_target_") or ""
+    if target.endswith("exponential_decay"):
+        if not 0 < sched["decay_rate"] <= 1:
+            raise ConfigError(f"sched.decay_rate must be in (0, 1], got {sched['decay_rate']!r}")
+        _positive_int(sched, "decay_steps", "sched.decay_steps")
+    if target.endswith("warmup_cosine"):
+        if isinstance(sched["total_steps"], bool) or not isinstance(sched["total_steps"], int) or \
+                sched["total_steps"] <= 0:
+            raise ConfigError(f"sched=cosine needs sched.total_steps > 0 (it follows trainer.max_steps, here "
+                              f"{trainer['max_steps']}): set trainer.max_steps or sched.total_steps")
+        if not 0 <= sched["warmup_steps"] < sched["total_steps"]:
+            raise ConfigError(f"sched.warmup_steps must be in [0, total_steps), got {sched['warmup_steps']!r}")
+    if target.endswith("ReduceLROnPlateau"):
+        every, max_steps = trainer.get("val_check_interval"), trainer.get("max_steps", -1)
+        if not isinstance(every, int) or (max_steps > 0 and every >= max_steps):
+            raise ConfigError(
+                f"sched=plateau lowers the lr when val/loss stops improving, but this run validates only at its end "
+                f"(trainer.val_check_interval={every}, trainer.max_steps={max_steps}): validate more often"
+            )
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+def _unknown(key: str, known: list[str], where: str) -> ConfigError:
+    """'unknown key ...; did you mean ...?' with the closest known key, if any is close."""
+    section, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    prefix = f"{section}." if section else ""
+    hint = f"did you mean '{prefix}{close[0]}'?" if close else f"{where} has: {', '.join(known)}"
+    return ConfigError(f"unknown key '{key}'; {hint}")
+
+
+def _check_schema(values: dict[str, Any], dataclass: type, section: str, where: str) -> None:
+    try:
+        OmegaConf.merge(OmegaConf.structured(dataclass), values)
+    except ConfigKeyError as e:
+        holder = dataclass
+        for part in e.full_key.split(".")[:-1]:  # the schema of the mapping that holds the unknown key
+            holder = typing.get_type_hints(holder)[part]
+        parent = e.full_key.rpartition(".")[0]
+        raise _unknown(f"{section}{e.full_key}", [f.name for f in fields(holder)],
+                       f"{section}{parent}" if parent else where) from None
+    except ValidationError as e:
+        raise ConfigError(f"{section}{e.full_key} has the wrong type: {str(e).splitlines()[0]}") from None
+
+
+def check_keys(cfg: dict[str, Any]) -> None:
+    """ConfigError for a key that no part of rnnexp reads, naming the closest real one."""
+    _check_schema(cfg, schema.Train, "", "the top level")
+    for group, options in schema.GROUPS.items():
+        name = cfg[group].get("name")
+        if name in options:
+            _check_schema(cfg[group], options[name], f"{group}.", f"{group}={name}")
+    _check_target(cfg["optim"], "optim", skip_first=True, ours=("default_lr",), given=("lr",))
+    if cfg["sched"].get("_target_") is not None:
+        _check_target(cfg["sched"], "sched", skip_first=True)
+    elif set(cfg["sched"]) - {"_target_"}:
+        raise ConfigError(f"sched=none takes no settings, got {', '.join(sorted(set(cfg['sched']) - {'_target_'}))}")
+    _check_target(cfg["trainer"], "trainer", given=("logger", "callbacks"))
+    for group in ("logger", "callbacks"):
+        for entry, values in (cfg[group] or {}).items():
+            if values is not None:
+                _check_target(values, f"{group}.{entry}")
+
+
+def _check_target(values: dict[str, Any], section: str, skip_first: bool = False, ours: tuple = (),
+                  given: tuple = ()) -> None:
+    """The keys of a `_target_` object must be arguments of its target (or ours); required ones present."""
+    from hydra.utils import get_object
+
+    if not isinstance(values, dict) or "_target_" not in values:
+        raise ConfigError(f"{section} needs a _target_ (the class or function it builds)")
+    try:
+        target = get_object(values["_target_"])
+    except Exception:
+        raise ConfigError(f"{section}._target_={values['_target_']} cannot be imported: no such class or "
+                          "function") from None
+    if section == "optim":
+        import torch
+
+        if not (isinstance(target, type) and issubclass(target, torch.optim.Optimizer)):
+            raise ConfigError(f"optim._target_={values['_target_']} is not a torch.optim.Optimizer")
+    arguments, required = accepted_arguments(target, skip_first)
+    if arguments is None:  # it takes any keyword
+        return
+    keys = [k for k in values if k not in ("_target_", "_partial_", *ours)]
+    for key in keys:
+        if key in given:
+            source = ", from the top-level lr" if key == "lr" else ""
+            raise ConfigError(f"{section}.{key} is set by rnnexp itself{source}")
+        if key not in arguments:
+            raise _unknown(f"{section}.{key}", sorted(arguments - set(given)), values["_target_"])
+    missing = [k for k in required if k not in keys and k not in given]
+    if missing:
+        raise ConfigError(f"{section} ({values['_target_']}) needs {', '.join(missing)}: "
+                          f"add +{section}.{missing[0]}=...")
+
+
+def accepted_arguments(target: Any, skip_first: bool = False) -> tuple[set[str] | None, list[str]]:
+    """The keyword arguments a class or function takes (None: any, it has **kwargs), and the
+    required ones. Our own subclasses that pass **kwargs on are followed to their parents."""
+    names: set[str] = set()
+    required: list[str] = []
+    functions = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if isinstance(target, type) \
+        else [target]
+    for depth, function in enumerate(functions):
+        parameters = list(inspect.signature(function).parameters.values())
+        if parameters and parameters[0].name == "self":
+            parameters = parameters[1:]
+        if skip_first and depth == 0:
+            parameters = parameters[1:]  # the params of an optimizer, the optimizer of a schedule
+        named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        names |= {p.name for p in named}
+        required += [p.name for p in named if p.default is p.empty and p.name not in required]
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            return names, required
+        if not getattr(function, "__module__", "").startswith("rnnexp."):
+            return None, required  # a library's **kwargs: anything may be meant
+    return None, required

@@ -37,114 +37,100 @@ def choose_precision(requested: str, accelerator: str) -> str:
     return "bf16-mixed" if cpu_bf16 and not on_gpu else "32-true"
 
 
-def sample_prime(config: dict[str, Any], vocab: Any, train_loader: Any) -> str:
-    """`sample.prime`, checked before training; if this vocabulary cannot spell it (the default "\n"
-    in text8, say), the corpus's first symbol instead, so a finished run never fails at its sample."""
-    from rnnexp.errors import DataError
-
-    prime = config["sample"]["prime"]
-    try:
-        if len(vocab.encode(prime)) > 0:
-            return prime
-    except DataError:
-        pass
-    fallback = vocab.decode(train_loader.batches[0][0][:1, 0].tolist())
-    log.warning("sample.prime %r is not in this vocabulary; the sample starts from %r", prime, fallback)
-    return fallback
-
-
 def train(cfg: DictConfig) -> float:
     """Train as `cfg` says; returns the best validation loss (the value Hydra sweepers minimise)."""
     config = resolve(cfg)
     validate_config(config)
 
     # Imported here, not at the top, so that `train.py --help` and `--cfg job` stay fast.
-    import hydra
     import pytorch_lightning as pl
-    import torch
+    from hydra.utils import instantiate
 
-    from rnnexp.checkpoint import check_fits, find_checkpoint, load_checkpoint
-    from rnnexp.data import StreamLoader, TBPTTBatches, load_corpus
+    from rnnexp.callbacks import resolve_monitor
+    from rnnexp.checkpoint import check_fits, check_same_settings, continues_run, find_checkpoint, load_checkpoint
     from rnnexp.download import resolve_cache_dir, resolve_data_dir
-    from rnnexp.sample import generate
-    from rnnexp.task import task_class
+    from rnnexp.tasks import task_class
 
-    pl.seed_everything(config["seed"], workers=True)
-    data_dir = resolve_data_dir(config["data_dir"])
-    kind = config["data"].get("task", "lm")
-    if kind == "lm":
-        corpus = load_corpus(config["data"], config["tokenizer"], data_dir, resolve_cache_dir(config["cache_dir"]))
-        vocab = corpus.vocab
-        # Stream order matters (the hidden state is carried from batch to batch), so no shuffling;
-        # no worker processes either: a batch is a slice of a tensor.
-        train_loader = StreamLoader(TBPTTBatches(corpus.train, config["batch_size"], config["unroll"], "train"))
-        val_loader = StreamLoader(TBPTTBatches(corpus.valid, config["batch_size"], config["unroll"], "validation"))
-    elif kind == "segmentation":
-        from rnnexp.segmentation import load_segmentation
-
-        segmentation = load_segmentation(config, data_dir)
-        vocab, train_loader, val_loader = segmentation.vocab, segmentation.train, segmentation.valid
-    else:
-        from rnnexp.seq2seq import load_seq2seq
-
-        pairs = load_seq2seq(config, data_dir)
-        vocab, train_loader, val_loader = pairs.vocab, pairs.train, pairs.valid
-
-    prime = sample_prime(config, vocab, train_loader) if kind == "lm" else ""
-    task = task_class(config)(config, vocab.symbols)
-    ckpt_path, start_step = None, 0
-    if config["ckpt_path"] is not None:
+    ckpt_path, checkpoint, purge_step = None, None, None
+    if config["ckpt_path"] is not None:  # resume: the same run, its settings, where it stopped
         ckpt_path = find_checkpoint(config["ckpt_path"])
         checkpoint = load_checkpoint(ckpt_path)
-        check_fits(checkpoint, ckpt_path, config, vocab.symbols, task.state_dict())
-        start_step = checkpoint["global_step"]
-        log.info("resuming from %s at step %d", ckpt_path, start_step)
+        check_same_settings(checkpoint, ckpt_path, config)
+
+    pl.seed_everything(config["seed"], workers=True)
+    task_type = task_class(config)
+    data = task_type.load_data(config, resolve_data_dir(config["data_dir"]), resolve_cache_dir(config["cache_dir"]))
+    task = task_type(config, data.vocab.symbols)
+    run_dir = Path(config["run_dir"]).resolve()
+
+    if ckpt_path is not None:
+        check_fits(checkpoint, ckpt_path, config, data.vocab.symbols, task.state_dict())
+        if continues_run(ckpt_path):
+            # TensorBoard drops what an interrupted run logged after the checkpoint's step.
+            purge_step = checkpoint["global_step"]
+            record_resume_overrides(run_dir)
+        log.info("resuming from %s at step %d", ckpt_path.resolve(), checkpoint["global_step"])
+        del checkpoint
+    elif config["init_from"] is not None:  # a new run that starts from a checkpoint's weights
+        init_path = find_checkpoint(config["init_from"])
+        checkpoint = load_checkpoint(init_path)
+        check_fits(checkpoint, init_path, config, data.vocab.symbols, task.state_dict())
+        task.load_state_dict(checkpoint["state_dict"])
+        log.info("weights from %s (step %d); a new run from step 0", init_path.resolve(), checkpoint["global_step"])
         del checkpoint
 
-    # purge_step: TensorBoard drops what an interrupted run logged after the checkpoint's step.
-    logger = [
-        hydra.utils.instantiate(c, **({"purge_step": start_step} if c["_target_"].endswith("TensorBoardLogger")
-                                       and start_step else {}))
-        for c in (cfg.logger or {}).values()
+    loggers = [
+        instantiate(c, **({"purge_step": purge_step} if purge_step and c["_target_"].endswith("TensorBoardLogger")
+                          else {}))
+        for c in (config["logger"] or {}).values()
     ]
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.callbacks or {}).values()]
+    callbacks = [instantiate(resolve_monitor(c, task.main_metric, task.higher_is_better))
+                 for c in (config["callbacks"] or {}).values() if c is not None]
     if not config["trainer"].get("enable_progress_bar", True):  # one switch turns every bar off
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     precision = choose_precision(str(config["trainer"]["precision"]), config["trainer"]["accelerator"])
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=logger, callbacks=callbacks, precision=precision
-    )
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, precision=precision)
     log.info(
         "training %s %s (%s, %s, %d parameters) on %s: %d train / %d validation batches, vocabulary %d",
-        config["arch"]["name"],
-        config["cell"]["name"],
-        config["cell"]["impl"],
-        precision,
-        sum(p.numel() for p in task.parameters()),
-        config["data"]["name"],
-        len(train_loader),
-        len(val_loader),
-        len(vocab),
+        config["arch"]["name"], config["cell"]["name"], config["cell"]["impl"], trainer.precision,
+        sum(p.numel() for p in task.parameters()), config["data"]["name"], len(data.train), len(data.valid),
+        len(data.vocab),
     )
-    trainer.fit(task, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+    # Lightning validates the final weights inside fit (see Task.on_train_batch_end), so the
+    # checkpoints, the HParams tab and the progress bar all see the last validation.
+    trainer.fit(task, data.train, data.valid, ckpt_path=ckpt_path, weights_only=True)
 
-    # A run cut short by max_time or max_steps may end between validations: measure the final weights.
-    if task.last_val_step != task.global_step:
-        trainer.validate(task, val_loader, verbose=False)
-    final_loss = float(trainer.callback_metrics["val/loss"])
-    final_score = float(trainer.callback_metrics[f"hp/val_{task.score_name}"])
-
-    sample_cfg = config["sample"]
-    if kind == "lm" and sample_cfg["length"] > 0:
-        generator = torch.Generator().manual_seed(config["seed"])
-        text = generate(task.model, vocab, prime, sample_cfg["length"],
-                        sample_cfg["temperature"], generator)
-        print(f"\n--- sample (temperature {sample_cfg['temperature']}) ---\n{text}\n---")
-    run_dir = Path(config["run_dir"]).resolve()
-    print(
-        f"final val/loss {final_loss:.4f}, val/{task.score_name} {final_score:.4f} "
-        f"(best {task.best_score:.4f}), after {task.global_step} steps\n"
-        f"run folder: {run_dir}\n"
-        f"view it:    tensorboard --logdir {run_dir}"
-    )
+    if task.sample_text is not None:  # written at the end of training (Task.on_train_end)
+        print(f"\n--- sample (temperature {config['sample']['temperature']}) ---\n{task.sample_text}\n---")
+    report(trainer, task, run_dir, loggers)
     return task.best_val_loss
+
+
+def record_resume_overrides(run_dir: Path) -> None:
+    """A resume into its run's folder adds its command-line overrides to the run's
+    .hydra/overrides.yaml (the original ones stay first); Hydra's full record of this resume is in
+    .hydra/resumes/ (see `hydra.output_subdir` in conf/train.yaml)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():  # composed in-process (tests): no Hydra record to extend
+        return
+    record = run_dir / ".hydra" / "overrides.yaml"
+    earlier = OmegaConf.to_container(OmegaConf.load(record)) if record.exists() else []
+    added = [o for o in HydraConfig.get().overrides.task if o not in earlier]
+    with open(record, "a", encoding="utf-8") as f:
+        f.write(OmegaConf.to_yaml(added) if added else "")
+
+
+def report(trainer: Any, task: Any, run_dir: Path, loggers: list) -> None:
+    """The last validation, the best one with where it is saved, and where the run is."""
+    metrics = trainer.callback_metrics
+    name = task.main_metric
+    lines = [f"final val/loss {float(metrics['val/loss']):.4f}, {name} {float(metrics[name]):.4f} "
+             f"after {task.global_step} steps"]
+    best_path = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path), None)
+    saved = f": {Path(best_path).resolve()}" if best_path else " (no checkpoint saved)"
+    lines.append(f"best  {name} {task.best_score:.4f} at step {task.best_step}{saved}")
+    lines.append(f"run folder: {run_dir}")
+    if any(type(logger).__name__ == "TensorBoardLogger" for logger in loggers):
+        lines.append(f"view it:    tensorboard --logdir {run_dir}")
+    print("\n".join(lines))

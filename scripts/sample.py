@@ -29,7 +29,10 @@ def main() -> None:
     from rnnexp.errors import RnnexpError
 
     try:
-        checkpoint = load_checkpoint(find_checkpoint(args.checkpoint))
+        path = find_checkpoint(args.checkpoint)
+        checkpoint = load_checkpoint(path)
+        if Path(args.checkpoint) != path:  # `last` or a run folder: say which file that was
+            print(f"checkpoint: {path} (step {checkpoint.get('global_step', '?')})", file=sys.stderr)
         text = sample(checkpoint, args)
     except RnnexpError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -42,10 +45,11 @@ def sample(checkpoint: dict, args: argparse.Namespace) -> str:
 
     from rnnexp.errors import CheckpointError
     from rnnexp.sample import generate
-    from rnnexp.task import LanguageModelTask, Task
+    from rnnexp.tasks import task_from_checkpoint
+    from rnnexp.tasks.language_model import LanguageModelTask
     from rnnexp.tokenizers import vocab_from_symbols
 
-    task = Task.from_checkpoint(checkpoint)
+    task = task_from_checkpoint(checkpoint)
     if not isinstance(task, LanguageModelTask):
         raise CheckpointError(f"this checkpoint holds a {type(task).__name__} model; sample.py needs a language model")
     vocab = vocab_from_symbols(task.config["tokenizer"], task.vocab)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from rnnexp.cells import make_rnn
 from rnnexp.errors import ConfigError
 from rnnexp.model import OutputFeedbackLM
-from rnnexp.seq2seq import PairBatches, Seq2Seq, SymbolVocab, load_seq2seq, make_pair
+from rnnexp.tasks.seq2seq import PairBatches, Seq2Seq, SymbolVocab, load_seq2seq, make_pair
 from rnnexp.train import resolve, train
 from tests.helpers import read_scalars, tiny_run_config, tiny_seq2seq_config
 
@@ -34,7 +34,7 @@ def test_every_architecture_trains_with_every_cell(tiny_text, tmp_path, cell, im
 
 
 def test_deep_stack_carries_every_layers_state(tiny_text, tmp_path):
-    from rnnexp.task import LanguageModelTask
+    from rnnexp.tasks.language_model import LanguageModelTask
 
     config = resolve(tiny_run_config(tiny_text, tmp_path, "arch=deep", "arch.num_layers=3", "cell=lstm"))
     task = LanguageModelTask(config, list("abcdefgh"))
@@ -69,7 +69,7 @@ def test_arch2_feeds_back_the_teachers_symbol_in_training_and_its_own_at_validat
 
 
 def test_scheduled_sampling_decays_from_teacher_to_own_outputs(tiny_text, tmp_path):
-    from rnnexp.task import LanguageModelTask
+    from rnnexp.tasks.language_model import LanguageModelTask
 
     config = resolve(tiny_run_config(tiny_text, tmp_path, "arch=arch2", "arch.feedback=scheduled",
                                      "arch.schedule_k=100"))

@@ -40,6 +40,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "truncated.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     torch.save({"state_dict": {}, "hook": Payload(root / "pwned")}, root / "tampered.ckpt")
     torch.save({"weights": torch.zeros(2)}, root / "not_ours.ckpt")
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "global_step": 3}, root / "plain_lightning.ckpt")
     (root / "zips").mkdir()
     (root / "zips" / "text8.zip").write_bytes(b"PK\x03\x04" + b"\0" * 100)  # a truncated download
     return {"root": root, "text": text, "good": good}
@@ -98,7 +99,42 @@ CASES = [
     ([*TRAIN, "ckpt_path={good}", "data.path={root}/other_vocab.txt"], 2,
      "error: checkpoint {good} was trained on another vocabulary"),
     ([*TRAIN, "ckpt_path={good}", "cell.hidden_size=32"], 2,
+     "error: resuming {good} continues its run with its own settings, but this run differs: "
+     "cell.hidden_size=32 (checkpoint: 16); give the checkpoint's values, or start a new run from its weights "
+     "with init_from={good} instead of ckpt_path"),
+    ([*TRAIN, "init_from={good}", "cell.hidden_size=32"], 2,
      "error: checkpoint {good} has another model: cell.hidden_size=16 (this run: 32)"),
+    ([*TRAIN, "ckpt_path={good}", "init_from={good}"], 2,
+     "error: give ckpt_path (resume a run) or init_from (a new run from a checkpoint's weights), not both"),
+    ([*TRAIN, "ckpt_path={root}/plain_lightning.ckpt"], 2,
+     "error: {root}/plain_lightning.ckpt is not an rnnexp checkpoint (it has no rnnexp config and vocabulary)"),
+    # Keys that nothing reads are refused, with the closest real key.
+    ([*TRAIN, "+unrol=40"], 2, "error: unknown key 'unrol'; did you mean 'unroll'?"),
+    ([*TRAIN, "+cell.hiden_size=40"], 2, "error: unknown key 'cell.hiden_size'; did you mean 'cell.hidden_size'?"),
+    ([*TRAIN, "+cell.activation=relu"], 2, "error: unknown key 'cell.activation'; cell=lstm has: name, impl, "
+     "hidden_size"),
+    ([*TRAIN, "+cell._target_=torch.nn.GRUCell"], 2, "error: unknown key 'cell._target_'"),
+    ([*TRAIN, "+guard.on_nan=skip"], 2, "error: unknown key 'guard.on_nan'; did you mean 'guard.on_nonfinite'?"),
+    ([*TRAIN, "+trainer.max_step=5"], 2, "error: unknown key 'trainer.max_step'; did you mean 'trainer.max_steps'?"),
+    ([*TRAIN, "+callbacks.model_checkpoint.every_n_step=5"], 2,
+     "error: unknown key 'callbacks.model_checkpoint.every_n_step'; did you mean "
+     "'callbacks.model_checkpoint.every_n_steps'?"),
+    # Optimizers and schedules: unknown names, targets, keys; schedules that cannot work.
+    ([*TRAIN, "optim=adagrad"], 1, "Could not find 'optim/adagrad'"),
+    ([*TRAIN, "sched=step"], 1, "Could not find 'sched/step'"),
+    ([*TRAIN, "optim._target_=torch.optim.Adamm"], 2,
+     "error: optim._target_=torch.optim.Adamm cannot be imported: no such class or function"),
+    ([*TRAIN, "optim._target_=torch.nn.Linear"], 2, "error: optim._target_=torch.nn.Linear is not a torch.optim.Optimizer"),
+    ([*TRAIN, "optim._target_=torch.optim.Adagrad"], 2, "error: unknown key 'optim.betas'; torch.optim.Adagrad has: "),
+    ([*TRAIN, "+optim.lr=0.1"], 2, "error: optim.lr is set by rnnexp itself, from the top-level lr"),
+    ([*TRAIN, "+sched.gamma=0.5"], 2, "error: unknown key 'sched.gamma'; rnnexp.optim.exponential_decay has: "
+     "decay_rate, decay_steps"),
+    ([*TRAIN, "sched._target_=torch.optim.lr_scheduler.StepLR", "~sched.decay_rate", "~sched.decay_steps"], 2,
+     "error: sched (torch.optim.lr_scheduler.StepLR) needs step_size: add +sched.step_size=..."),
+    ([*TRAIN, "sched=cosine", "trainer.max_steps=-1", "trainer.max_time=00:00:00:10"], 2,
+     "error: sched=cosine needs sched.total_steps > 0 (it follows trainer.max_steps, here -1)"),
+    ([*TRAIN, "sched=plateau", "trainer.val_check_interval=100"], 2,
+     "error: sched=plateau lowers the lr when val/loss stops improving, but this run validates only at its end"),
 ]
 
 

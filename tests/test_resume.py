@@ -122,7 +122,7 @@ def test_skip_mode_skips_the_bad_step_and_trains_on(tiny_text, tmp_path, caplog)
 
 def test_skip_mode_skips_a_nan_loss(tiny_text, tmp_path, caplog):
     from rnnexp.data import TBPTTBatches
-    from rnnexp.task import LanguageModelTask
+    from rnnexp.tasks.language_model import LanguageModelTask
     from rnnexp.tokenizers import CharVocab
     from rnnexp.train import resolve
 
@@ -139,7 +139,7 @@ def test_skip_mode_skips_a_nan_loss(tiny_text, tmp_path, caplog):
 
 
 def test_exploding_loss_is_reported(tiny_text, tmp_path, caplog):
-    from rnnexp.task import LanguageModelTask
+    from rnnexp.tasks.language_model import LanguageModelTask
     from rnnexp.train import resolve
 
     config = resolve(tiny_run_config(tiny_text, tmp_path, "guard.explode_factor=3"))
@@ -189,7 +189,7 @@ def test_best_checkpoint_is_updated_at_steps_that_also_write_last(tiny_text, tmp
 
 
 def test_an_infinite_loss_with_finite_gradients_stops_the_run(tiny_text, tmp_path):
-    from rnnexp.task import LanguageModelTask
+    from rnnexp.tasks.language_model import LanguageModelTask
 
     config = resolve_config(tiny_text, tmp_path)
     task = LanguageModelTask(config, list("abc"))

@@ -156,7 +156,8 @@ def test_experiment_recipe_applies_and_trains(tiny_text, tmp_path):
     from tests.helpers import compose_config
 
     cfg = compose_config("experiment=vanilla_rnn_sgd")
-    assert (cfg.cell.name, cfg.optim.name, cfg.sched.name, cfg.lr, cfg.clip) == ("rnn", "sgd", "exponential", 0.5, 5.0)
+    assert (cfg.cell.name, cfg.optim._target_, cfg.sched._target_, cfg.lr, cfg.clip) == (
+        "rnn", "torch.optim.SGD", "rnnexp.optim.exponential_decay", 0.5, 5.0)
     best = train(tiny_run_config(tiny_text, tmp_path / "run", "experiment=vanilla_rnn_sgd"))
     assert math.isfinite(best)
 
@@ -165,7 +166,7 @@ def test_hidden_state_is_carried_detached_between_batches_and_kept_apart_from_va
     import torch.nn.functional as F
 
     from rnnexp.data import TBPTTBatches
-    from rnnexp.task import LanguageModelTask
+    from rnnexp.tasks.language_model import LanguageModelTask
     from rnnexp.tokenizers import CharVocab
     from rnnexp.train import resolve
 
@@ -221,8 +222,8 @@ def test_vanilla_rnn_trains_with_sgd_and_its_learning_rate_unless_told_otherwise
     from tests.helpers import compose_config
 
     cfg = compose_config("cell=rnn", "cell.activation=relu", "unroll=40", "lr=0.5", "clip=5")
-    assert (cfg.optim.name, cfg.lr) == ("sgd", 0.5)
-    assert (compose_config("cell=rnn").optim.name, compose_config("cell=rnn").lr) == ("sgd", 0.5)
+    assert (cfg.optim._target_, cfg.lr) == ("torch.optim.SGD", 0.5)
+    assert (compose_config("cell=rnn").optim._target_, compose_config("cell=rnn").lr) == ("torch.optim.SGD", 0.5)
     assert (compose_config("cell=rnn", "optim=adam").lr, compose_config("cell=gru").lr) == (0.003, 0.003)
 
 

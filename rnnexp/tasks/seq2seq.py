@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnnexp.cells import ScratchRNN, make_cell, make_rnn
 from rnnexp.data import read_source
 from rnnexp.errors import DataError
-from rnnexp.task import Task
+from rnnexp.tasks.base import Task, TaskData
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 SYMBOLS = "abcdefghijklmnopqrstuvwxyz"
@@ -55,13 +55,6 @@ class SymbolVocab:
 
     def __len__(self) -> int:
         return len(self.symbols)
-
-
-@dataclass
-class Seq2SeqData:
-    vocab: SymbolVocab
-    train: Any
-    valid: Any
 
 
 class PairBatches:
@@ -98,7 +91,7 @@ def pad(sequences: list[list[int]]) -> Tensor:
     return out
 
 
-def load_seq2seq(config: dict[str, Any], data_dir: Path) -> Seq2SeqData:
+def load_seq2seq(config: dict[str, Any], data_dir: Path) -> TaskData:
     data, batch_size, seed = config["data"], config["batch_size"], config["seed"]
     if data["name"] == "parallel_text":
         return _parallel_text(data, batch_size, seed)
@@ -122,11 +115,11 @@ def load_seq2seq(config: dict[str, Any], data_dir: Path) -> Seq2SeqData:
                 pairs.append(pair)
         return pairs
 
-    return Seq2SeqData(vocab, PairBatches(vocab, batch_size, generate=fresh, batches=data["train_batches"]),
+    return TaskData(vocab, PairBatches(vocab, batch_size, generate=fresh, batches=data["train_batches"]),
                        PairBatches(vocab, batch_size, pairs=list(held_out.values())))
 
 
-def _parallel_text(data: dict[str, Any], batch_size: int, seed: int) -> Seq2SeqData:
+def _parallel_text(data: dict[str, Any], batch_size: int, seed: int) -> TaskData:
     """A UTF-8 TSV file, one `source<TAB>target` pair per line; the last val_fraction is validation."""
     path = Path(data["path"]).expanduser()
     pairs = []
@@ -156,7 +149,7 @@ def _parallel_text(data: dict[str, Any], batch_size: int, seed: int) -> Seq2SeqD
         return batch
 
     batches = -(-len(train_pairs) // batch_size)
-    return Seq2SeqData(vocab, PairBatches(vocab, batch_size, generate=shuffled, batches=batches),
+    return TaskData(vocab, PairBatches(vocab, batch_size, generate=shuffled, batches=batches),
                        PairBatches(vocab, batch_size, pairs=pairs[-n_val:]))
 
 
@@ -317,6 +310,10 @@ class Seq2SeqTask(Task):
         super().__init__(config, vocab)
         self.model = Seq2Seq(len(vocab), config["cell"], config["arch"])
         self.bos, self.eos = vocab.index(BOS), vocab.index(EOS)
+
+    @classmethod
+    def load_data(cls, config: dict[str, Any], data_dir: Path, cache_dir: Path) -> TaskData:
+        return load_seq2seq(config, data_dir)
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor | None:
         source, lengths, target = batch

@@ -1,12 +1,9 @@
-"""Training tasks in Lightning: what is shared by every task (`Task`), and the language model
-trained with truncated BPTT (`LanguageModelTask`).
+"""What every task shares (`Task`): logging every N steps without host syncs in between, pre-clip
+gradient norms, the NaN guard, the HParams metrics, checkpoint extras, the optimizer and schedule.
 
-Lightning 2.x has no TBPTT of its own: the batches arrive in stream order (see `data.TBPTTBatches`)
-and the LM task carries the hidden state from one batch to the next, detached, so gradients flow
-through exactly `unroll` steps. Automatic optimisation is kept, so the Trainer's gradient clipping,
-precision and accumulation work unchanged.
-
-Metrics are gathered on the device and read by the host only every `log_every_n_steps` steps.
+A task is a LightningModule that also loads its own data (`load_data`), so the training entry point
+has no per-task branches. Metrics are gathered on the device and read by the host only every
+`log_every_n_steps` steps.
 """
 
 from __future__ import annotations
@@ -14,16 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from rnnexp.cells import State
-from rnnexp.errors import CheckpointError, TrainingDiverged
-from rnnexp.model import build_language_model
+from rnnexp.errors import TrainingDiverged
+from rnnexp.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("rnnexp")
 
@@ -38,16 +36,53 @@ def detach_state(state: State) -> State:
     return apply_to_state(state, Tensor.detach)
 
 
+@dataclass
+class TaskData:
+    """What a task trains on: its vocabulary (`.symbols`, the list saved in checkpoints) and loaders."""
+
+    vocab: Any
+    train: Any
+    valid: Any
+
+
 class Task(pl.LightningModule):
     """What every task shares: logging every N steps without host syncs in between, pre-clip
     gradient norms, the NaN guard, the HParams metrics, checkpoint extras and the optimizer.
 
-    A subclass builds `self.model`, computes its loss in `training_step` (calling `count_train`),
-    and reports validation through `log_validation`. `score_name` is the metric the HParams tab
-    shows (`hp/val_<score_name>`, `hp/best_val_<score_name>`), `score()` turns a loss into it."""
+    A subclass loads its data (`load_data`), builds `self.model`, computes its loss in
+    `training_step` (calling `count_train`), and reports validation through `log_validation`.
+    `score_name` is its main metric, `val/<score_name>`: the one best.ckpt, early stopping and
+    the HParams tab (`hp/val_<score_name>`, `hp/best_val_<score_name>`) follow; `score()` turns a
+    loss into it where it is a function of the loss."""
 
     score_name = "loss"
     higher_is_better = False
+
+    @classmethod
+    def load_data(cls, config: dict[str, Any], data_dir: Path, cache_dir: Path) -> TaskData:
+        """The vocabulary and the train and validation loaders this config asks for."""
+        raise NotImplementedError
+
+    @property
+    def main_metric(self) -> str:
+        return f"val/{self.score_name}"
+
+    def generate_sample(self) -> str | None:
+        """Text the model writes at the end of training, if the task writes text (see `sample.*`)."""
+        return None
+
+    def on_train_end(self) -> None:
+        """The sample goes to sample.txt in the run folder and to TensorBoard's TEXT tab (here, while
+        the loggers are still open); train() prints it."""
+        self.sample_text = self.generate_sample()
+        if self.sample_text is None:
+            return
+        (Path(self.config["run_dir"]) / "sample.txt").write_text(self.sample_text + "\n", encoding="utf-8")
+        # Markdown: four spaces keep the line breaks and indentation as they are.
+        markdown = "\n".join("    " + line for line in self.sample_text.splitlines())
+        for logger in self.loggers:
+            if hasattr(logger.experiment, "add_text"):
+                logger.experiment.add_text("sample", markdown, self.global_step)
 
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__()
@@ -56,27 +91,17 @@ class Task(pl.LightningModule):
         self.config, self.vocab, self.guard = config, vocab, config["guard"]
         self.best_val_loss = math.inf
         self.best_score: float | None = None
+        self.best_step = -1  # the step of best_score
         self.last_val_step = -1
+        self.plateau: Any = None  # a ReduceLROnPlateau schedule, stepped after each validation
+        self._plateau_state: dict[str, Any] | None = None
         self.first_logged_loss: float | None = None
         # The first step whose loss or gradient was NaN/inf, kept on the device (-1: none yet).
         self._first_bad_step = torch.tensor(-1)
         # Host-side numbers for the progress bar, refreshed at logging steps only.
         self.progress_stats: dict[str, float] = {}
+        self.sample_text: str | None = None
         self._reset_log_window()
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> Task:
-        """The trained module of a checkpoint loaded by `rnnexp.checkpoint.load_checkpoint`."""
-        saved = checkpoint.get("hyper_parameters") or {}
-        if "config" not in saved or "vocab" not in saved:
-            raise CheckpointError("the checkpoint has no rnnexp config and vocabulary: not made by rnnexp")
-        task = task_class(saved["config"])(saved["config"], saved["vocab"])
-        try:
-            task.load_state_dict(checkpoint["state_dict"])
-        except RuntimeError as e:
-            first_line = str(e).splitlines()[0]
-            raise CheckpointError(f"the checkpoint's weights do not fit its own config ({first_line})") from None
-        return task
 
     def score(self, loss: Tensor) -> Tensor:
         return loss
@@ -177,6 +202,12 @@ class Task(pl.LightningModule):
         self._loss_sum = self._loss_sum.to(self.device)
         self._window_start = time.perf_counter()
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # At max_steps, ask Lightning to stop: it then validates the final weights inside `fit`
+        # (as it does when max_time or early stopping stops a run), so best.ckpt and last.ckpt see them.
+        if 0 < self.trainer.max_steps <= self.trainer.global_step:
+            self.trainer.should_stop = True
+
     # --- validation -----------------------------------------------------------------------------
 
     def on_validation_start(self) -> None:
@@ -192,8 +223,10 @@ class Task(pl.LightningModule):
             raise TrainingDiverged(f"validation loss is {val_loss.item()} at step {self.global_step}")
         self.best_val_loss = min(self.best_val_loss, val_loss.item())
         value = score.item()
-        better = max if self.higher_is_better else min
-        self.best_score = value if self.best_score is None else better(self.best_score, value)
+        if self.best_score is None or (value > self.best_score if self.higher_is_better else value < self.best_score):
+            self.best_score, self.best_step = value, self.global_step
+        if self.plateau is not None:
+            self.plateau.step(val_loss.item())
         name = self.score_name
         hp = {f"hp/val_{name}": value, f"hp/best_val_{name}": self.best_score}
         self.log_dict({"val/loss": val_loss, **metrics, **hp})
@@ -212,11 +245,17 @@ class Task(pl.LightningModule):
         if self.trainer.ckpt_path is not None:
             return  # resumed: the run folder has them already
         start = self.initial_score()
+        params = {k: v for k, v in self.config.items() if k not in ("trainer", "logger", "callbacks")}
+        # What the trainer actually runs with: `precision=16` becomes bf16-mixed on a CPU, `auto` a choice.
+        params["trainer"] = {**{k: self.config["trainer"].get(k) for k in ("max_steps", "max_time", "deterministic")},
+                             "precision": self.trainer.precision,
+                             "accelerator": type(self.trainer.accelerator).__name__.removesuffix("Accelerator")}
         for logger in self.loggers:
-            logger.log_hyperparams(
-                {k: v for k, v in self.config.items() if k not in ("trainer", "logger", "callbacks")},
-                {f"hp/val_{self.score_name}": start, f"hp/best_val_{self.score_name}": start},
-            )
+            if isinstance(logger, pl.loggers.TensorBoardLogger):  # the HParams tab links hp/ metrics
+                logger.log_hyperparams(params, {f"hp/val_{self.score_name}": start,
+                                                f"hp/best_val_{self.score_name}": start})
+            else:
+                logger.log_hyperparams(params)
 
     def extra_state(self) -> dict[str, Any]:
         """What a subclass needs, beyond Lightning's state and the base's, to resume exactly."""
@@ -228,9 +267,17 @@ class Task(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Everything beyond Lightning's own state that an exact resume needs."""
         self.raise_if_diverged()  # never write NaN weights over the last good checkpoint
+        if self.trainer.validating and "loops" in checkpoint and not self._is_scheduled_validation():
+            # Saved at a validation that only a stop asked for (max_steps, max_time, early stopping),
+            # the logger's step has not yet counted this batch, and Lightning's restore adds it back
+            # only for validations it would run again on its own: count it here, or a resumed run
+            # would log its first step twice.
+            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
         checkpoint["rnnexp"] = {
             "best_val_loss": self.best_val_loss,
             "best_score": self.best_score,
+            "best_step": self.best_step,
+            "plateau": None if self.plateau is None else self.plateau.state_dict(),
             "first_logged_loss": self.first_logged_loss,
             "log_window": (self._loss_sum, self._window_steps, self._window_tokens),
             "torch_rng": torch.get_rng_state(),
@@ -238,9 +285,17 @@ class Task(pl.LightningModule):
             **self.extra_state(),
         }
 
+    def _is_scheduled_validation(self) -> bool:
+        """Whether this step validates by the schedule (every val_check_interval steps, epoch ends)."""
+        every = self.trainer.val_check_batch
+        on_schedule = every != float("inf") and self.trainer.global_step % int(every) == 0
+        return on_schedule or self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint["rnnexp"]
         self.best_val_loss, self.best_score = saved["best_val_loss"], saved["best_score"]
+        self.best_step = saved.get("best_step", -1)
+        self._plateau_state = saved.get("plateau")  # configure_optimizers runs after this hook
         self.first_logged_loss = saved["first_logged_loss"]
         self._loss_sum, self._window_steps, _ = saved["log_window"]  # the clock restarts: so do its tokens
         torch.set_rng_state(saved["torch_rng"])
@@ -253,102 +308,11 @@ class Task(pl.LightningModule):
         scheduler = build_scheduler(optimizer, self.config["sched"])
         if scheduler is None:
             return optimizer
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            # Stepped in log_validation with each new val/loss: Lightning's own plateau stepping
+            # counts batches within an epoch, which need not line up with validations.
+            self.plateau = scheduler
+            if self._plateau_state is not None:
+                scheduler.load_state_dict(self._plateau_state)
+            return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-class LanguageModelTask(Task):
-    """Next-token prediction over token streams, with the hidden state carried between batches."""
-
-    def __init__(self, config: dict[str, Any], vocab: list) -> None:
-        super().__init__(config, vocab)
-        self.model = build_language_model(len(vocab), config["cell"], config["arch"])
-        # Word models are compared by perplexity, character and byte models by bits per symbol.
-        self.score_name = "ppl" if config["tokenizer"]["name"] == "word" else "bpc"
-        self.train_state: State | None = None
-        self.val_state: State | None = None
-
-    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        return self.model(tokens, state)
-
-    def score(self, loss: Tensor) -> Tensor:
-        """Mean NLL in nats as perplexity (word level) or bits per symbol (character and byte level)."""
-        return torch.exp(loss) if self.score_name == "ppl" else loss / math.log(2)
-
-    def initial_score(self) -> float:
-        """The score of a uniform guess: log2(vocab) bits, or a perplexity of the vocabulary size."""
-        return float(self.score(torch.tensor(math.log(len(self.vocab)))))
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
-        inputs, targets = batch
-        if batch_idx == 0:
-            self.train_state = None  # a new epoch: every stream restarts at the start of the corpus
-        logits, state = self.model(inputs, self.train_state, targets, self.teacher_prob())
-        self.train_state = detach_state(state)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean NLL per token
-        if self.skip_nonfinite_loss(loss):
-            self.train_state = None  # the carried state may be what blew up
-            return None  # Lightning then skips backward and the optimizer step
-        self.count_train(loss, targets.numel())
-        return loss
-
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        if self.train_state is not None:  # restored from a checkpoint
-            self.train_state = apply_to_state(self.train_state, lambda s: s.to(self.device))
-
-    def on_validation_epoch_start(self) -> None:
-        self.val_state = None  # validation carries its own state, separate from training's
-        self._val_nll = torch.zeros((), device=self.device, dtype=torch.float64)
-        self._val_tokens = 0
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        inputs, targets = batch
-        logits, self.val_state = self.model(inputs, self.val_state)
-        self._val_nll += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
-        self._val_tokens += targets.numel()
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            return
-        val_loss = (self._val_nll / self._val_tokens).float()
-        score = self.score(val_loss)
-        self.log_validation(val_loss, {f"val/{self.score_name}": score}, score)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"train_state": self.train_state}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.train_state = state["train_state"]
-
-
-def task_class(config: dict[str, Any]) -> type[Task]:
-    """The task a data config asks for: language modelling unless it says otherwise."""
-    kind = config["data"].get("task", "lm")
-    if kind == "segmentation":
-        from rnnexp.segmentation import SegmentationTask
-
-        return SegmentationTask
-    if kind == "seq2seq":
-        from rnnexp.seq2seq import Seq2SeqTask
-
-        return Seq2SeqTask
-    return LanguageModelTask
-
-
-def build_optimizer(params: Any, optim: dict[str, Any], lr: float) -> torch.optim.Optimizer:
-    if optim["name"] == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=optim["momentum"], weight_decay=optim["weight_decay"])
-    if optim["name"] == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(optim["betas"]), weight_decay=optim["weight_decay"])
-    raise ValueError(f"unknown optimizer {optim['name']!r}")
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, sched: dict[str, Any]) -> Any:
-    """`exponential`: lr = lr0 * decay_rate ** (step / decay_steps), TensorFlow's exponential_decay
-    as used in the text8 study, applied smoothly at every step."""
-    if sched["name"] == "none":
-        return None
-    if sched["name"] == "exponential":
-        gamma = sched["decay_rate"] ** (1.0 / sched["decay_steps"])
-        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
-    raise ValueError(f"unknown schedule {sched['name']!r}")

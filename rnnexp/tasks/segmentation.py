@@ -8,7 +8,6 @@ the word boundaries), the score people compare.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from torch import Tensor, nn
 from rnnexp.data import locate_sources, read_source, split_by_fractions
 from rnnexp.errors import DataError
 from rnnexp.model import make_recurrent
-from rnnexp.task import Task
+from rnnexp.tasks.base import Task, TaskData
 from rnnexp.tokenizers import CharVocab, normalize_text8
 
 
@@ -60,14 +59,7 @@ class Windows:
             yield self.tokens[rows].T.contiguous(), self.labels[rows].T.contiguous()
 
 
-@dataclass
-class SegmentationData:
-    vocab: CharVocab
-    train: Windows
-    valid: Windows
-
-
-def load_segmentation(config: dict[str, Any], data_dir: Path) -> SegmentationData:
+def load_segmentation(config: dict[str, Any], data_dir: Path) -> TaskData:
     """The corpus named by `data.corpus` (or the file `data.path`), without its spaces."""
     data = config["data"]
     if data["corpus"] == "text_file":
@@ -85,7 +77,7 @@ def load_segmentation(config: dict[str, Any], data_dir: Path) -> SegmentationDat
     token_splits = split_by_fractions(tokens, data["val_fraction"], 0.0)
     label_splits = split_by_fractions(labels, data["val_fraction"], 0.0)
     window, batch, seed = config["unroll"], config["batch_size"], config["seed"]
-    return SegmentationData(
+    return TaskData(
         vocab,
         Windows(token_splits["train"], label_splits["train"], window, batch, True, seed, "train"),
         Windows(token_splits["valid"], label_splits["valid"], window, batch, False, seed, "validation"),
@@ -115,6 +107,10 @@ class SegmentationTask(Task):
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__(config, vocab)
         self.model = SequenceTagger(len(vocab), 2, config["cell"], config["arch"])
+
+    @classmethod
+    def load_data(cls, config: dict[str, Any], data_dir: Path, cache_dir: Path) -> TaskData:
+        return load_segmentation(config, data_dir)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         inputs, labels = batch

@@ -1,0 +1,126 @@
+"""The language model: next-token prediction over token streams, trained with truncated BPTT.
+
+Lightning 2.x has no TBPTT of its own: the batches arrive in stream order (see `data.TBPTTBatches`)
+and the task carries the hidden state from one batch to the next, detached, so gradients flow
+through exactly `unroll` steps. Automatic optimisation is kept, so the Trainer's gradient clipping,
+precision and accumulation work unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnexp.cells import State
+from rnnexp.data import StreamLoader, TBPTTBatches, load_corpus
+from rnnexp.errors import DataError
+from rnnexp.model import build_language_model
+from rnnexp.sample import generate
+from rnnexp.tasks.base import Task, TaskData, apply_to_state, detach_state
+from rnnexp.tokenizers import Vocab, vocab_from_symbols
+
+log = logging.getLogger("rnnexp")
+
+
+class LanguageModelTask(Task):
+    """Next-token prediction over token streams, with the hidden state carried between batches."""
+
+    @classmethod
+    def load_data(cls, config: dict[str, Any], data_dir: Path, cache_dir: Path) -> TaskData:
+        corpus = load_corpus(config["data"], config["tokenizer"], data_dir, cache_dir)
+        # Stream order matters (the hidden state is carried from batch to batch), so no shuffling;
+        # no worker processes either: a batch is a slice of a tensor.
+        batch_size, unroll = config["batch_size"], config["unroll"]
+        return TaskData(corpus.vocab, StreamLoader(TBPTTBatches(corpus.train, batch_size, unroll, "train")),
+                        StreamLoader(TBPTTBatches(corpus.valid, batch_size, unroll, "validation")))
+
+    def __init__(self, config: dict[str, Any], vocab: list) -> None:
+        super().__init__(config, vocab)
+        self.model = build_language_model(len(vocab), config["cell"], config["arch"])
+        # Word models are compared by perplexity, character and byte models by bits per symbol.
+        self.score_name = "ppl" if config["tokenizer"]["name"] == "word" else "bpc"
+        self.train_state: State | None = None
+        self.val_state: State | None = None
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        return self.model(tokens, state)
+
+    def score(self, loss: Tensor) -> Tensor:
+        """Mean NLL in nats as perplexity (word level) or bits per symbol (character and byte level)."""
+        return torch.exp(loss) if self.score_name == "ppl" else loss / math.log(2)
+
+    def initial_score(self) -> float:
+        """The score of a uniform guess: log2(vocab) bits, or a perplexity of the vocabulary size."""
+        return float(self.score(torch.tensor(math.log(len(self.vocab)))))
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+        inputs, targets = batch
+        if batch_idx == 0:
+            self.train_state = None  # a new epoch: every stream restarts at the start of the corpus
+        logits, state = self.model(inputs, self.train_state, targets, self.teacher_prob())
+        self.train_state = detach_state(state)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean NLL per token
+        if self.skip_nonfinite_loss(loss):
+            self.train_state = None  # the carried state may be what blew up
+            return None  # Lightning then skips backward and the optimizer step
+        self.count_train(loss, targets.numel())
+        return loss
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.train_state is not None:  # restored from a checkpoint
+            self.train_state = apply_to_state(self.train_state, lambda s: s.to(self.device))
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_state = None  # validation carries its own state, separate from training's
+        self._val_nll = torch.zeros((), device=self.device, dtype=torch.float64)
+        self._val_tokens = 0
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        inputs, targets = batch
+        logits, self.val_state = self.model(inputs, self.val_state)
+        self._val_nll += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        self._val_tokens += targets.numel()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        val_loss = (self._val_nll / self._val_tokens).float()
+        score = self.score(val_loss)
+        self.log_validation(val_loss, {f"val/{self.score_name}": score}, score)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"train_state": self.train_state}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.train_state = state["train_state"]
+
+    def generate_sample(self) -> str | None:
+        """`sample.length` tokens after `sample.prime`, seeded by `seed`."""
+        sample = self.config["sample"]
+        if sample["length"] <= 0:
+            return None
+        vocab = vocab_from_symbols(self.config["tokenizer"], self.vocab)
+        generator = torch.Generator().manual_seed(self.config["seed"])
+        prime = sample_prime(sample["prime"], vocab, self.trainer.train_dataloader)
+        return generate(self.model, vocab, prime, sample["length"], sample["temperature"], generator)
+
+
+def sample_prime(prime: str | None, vocab: Vocab, train: StreamLoader) -> str:
+    """The text a sample starts from: `prime`, or by default (null) a line break; where the
+    vocabulary cannot spell it (no line breaks in text8, say), the corpus's first symbol."""
+    wanted = "\n" if prime is None else prime
+    try:
+        if len(vocab.encode(wanted)) > 0:
+            return wanted
+    except DataError:
+        pass
+    fallback = vocab.decode(train.batches[0][0][:1, 0].tolist())
+    log.warning("sample.prime %r is not in this vocabulary; the sample starts from %r", wanted, fallback)
+    return fallback

@@ -177,12 +177,19 @@ def _validate_schedule(cfg: dict[str, Any]) -> None:
 
 # --- keys --------------------------------------------------------------------------------------
 
-def _unknown(key: str, known: list[str], where: str) -> ConfigError:
-    """'unknown key ...; did you mean ...?' with the closest known key, if any is close."""
+def _unknown(key: str, known: list[str], where: str, target: bool = False) -> ConfigError:
+    """'unknown key ...; did you mean ...?' with the closest known key, if any is close. A key of a
+    `_target_` object is more often one its previous target took (betas, swapping Adam for
+    Adagrad) than a typo: a closer match is asked for, and the way to drop the key is named."""
     section, _, name = key.rpartition(".")
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.7 if target else 0.5)
     prefix = f"{section}." if section else ""
-    hint = f"did you mean '{prefix}{close[0]}'?" if close else f"{where} has: {', '.join(known)}"
+    if close:
+        hint = f"did you mean '{prefix}{close[0]}'?"
+    elif target:
+        hint = f"{where} takes: {', '.join(known)}; drop it with ~{key}"
+    else:
+        hint = f"{where} has: {', '.join(known)}"
     return ConfigError(f"unknown key '{key}'; {hint}")
 
 
@@ -245,7 +252,7 @@ def _check_target(values: dict[str, Any], section: str, skip_first: bool = False
             source = ", from the top-level lr" if key == "lr" else ""
             raise ConfigError(f"{section}.{key} is set by rnnexp itself{source}")
         if key not in arguments:
-            raise _unknown(f"{section}.{key}", sorted(arguments - set(given)), values["_target_"])
+            raise _unknown(f"{section}.{key}", sorted(arguments - set(given)), values["_target_"], target=True)
     missing = [k for k in required if k not in keys and k not in given]
     if missing:
         raise ConfigError(f"{section} ({values['_target_']}) needs {', '.join(missing)}: "

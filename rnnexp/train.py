@@ -117,8 +117,9 @@ def record_resume_overrides(run_dir: Path) -> None:
     record = run_dir / ".hydra" / "overrides.yaml"
     earlier = OmegaConf.to_container(OmegaConf.load(record)) if record.exists() else []
     added = [o for o in HydraConfig.get().overrides.task if o not in earlier]
-    with open(record, "a", encoding="utf-8") as f:
-        f.write(OmegaConf.to_yaml(added) if added else "")
+    if added:  # appended as YAML list items; an empty list (`[]`) is written anew
+        with open(record, "a" if earlier else "w", encoding="utf-8") as f:
+            f.write(OmegaConf.to_yaml(added))
 
 
 def report(trainer: Any, task: Any, run_dir: Path, loggers: list) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Real text for the slow tests: the data directory a user points RNNEXP_DATA_DIR at (CI sets it).
+DATA_DIR = Path(os.environ["RNNEXP_DATA_DIR"]) if os.environ.get("RNNEXP_DATA_DIR") else None
 
 # Small enough to train in a second, large enough for a few batches of 4 streams x 8 steps.
 TINY_MODEL = [

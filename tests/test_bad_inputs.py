@@ -124,11 +124,13 @@ CASES = [
     ([*TRAIN, "sched=step"], 1, "Could not find 'sched/step'"),
     ([*TRAIN, "optim._target_=torch.optim.Adamm"], 2,
      "error: optim._target_=torch.optim.Adamm cannot be imported: no such class or function"),
-    ([*TRAIN, "optim._target_=torch.nn.Linear"], 2, "error: optim._target_=torch.nn.Linear is not a torch.optim.Optimizer"),
-    ([*TRAIN, "optim._target_=torch.optim.Adagrad"], 2, "error: unknown key 'optim.betas'; torch.optim.Adagrad has: "),
+    ([*TRAIN, "optim._target_=torch.nn.Linear"], 2,
+     "error: optim._target_=torch.nn.Linear is not a torch.optim.Optimizer"),
+    ([*TRAIN, "optim._target_=torch.optim.Adagrad"], 2,
+     "error: unknown key 'optim.betas'; torch.optim.Adagrad takes: "),
     ([*TRAIN, "+optim.lr=0.1"], 2, "error: optim.lr is set by rnnexp itself, from the top-level lr"),
-    ([*TRAIN, "+sched.gamma=0.5"], 2, "error: unknown key 'sched.gamma'; rnnexp.optim.exponential_decay has: "
-     "decay_rate, decay_steps"),
+    ([*TRAIN, "+sched.gamma=0.5"], 2, "error: unknown key 'sched.gamma'; rnnexp.optim.exponential_decay takes: "
+     "decay_rate, decay_steps; drop it with ~sched.gamma"),
     ([*TRAIN, "sched._target_=torch.optim.lr_scheduler.StepLR", "~sched.decay_rate", "~sched.decay_steps"], 2,
      "error: sched (torch.optim.lr_scheduler.StepLR) needs step_size: add +sched.step_size=..."),
     ([*TRAIN, "sched=cosine", "trainer.max_steps=-1", "trainer.max_time=00:00:00:10"], 2,

@@ -131,3 +131,40 @@ def test_a_refused_resume_leaves_the_run_as_it_was(finished_run, tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert result.returncode == 2 and "unroll=4 (checkpoint: 8)" in result.stderr
     assert snapshot(run_dir) == before and not (run_dir / ".hydra" / "resumes").exists()
+
+
+def test_hparams_list_the_trainer_settings_actually_used(tiny_text, tmp_path):
+    """`precision=16` runs as bf16-mixed on a CPU; the HParams tab says what ran, not what was asked."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "trainer.precision=16", "trainer.accelerator=cpu", "sample.length=0"))
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["trainer/precision"].string_value == "bf16-mixed"
+    assert hparams["trainer/max_steps"].number_value == 4
+    assert hparams["trainer/deterministic"].bool_value is False
+
+
+def test_a_checkpoint_of_the_earlier_layout_samples_and_is_refused_for_resume_naming_what_changed(tiny_text,
+                                                                                                  tmp_path):
+    """Before optimizers and schedules were _target_ objects, a checkpoint's config named them by
+    `name`; such a checkpoint still loads for sampling, and a resume lists the settings that changed."""
+    from rnnexp.tasks import task_from_checkpoint
+
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "sample.length=0"))
+    old = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    config = old["hyper_parameters"]["config"]
+    config["optim"] = {"name": "adam", "default_lr": 0.003, "betas": [0.9, 0.999], "weight_decay": 0.0}
+    config["sched"] = {"name": "exponential", "decay_rate": 0.5, "decay_steps": 2000}
+    del config["init_from"]
+    torch.save(old, tmp_path / "old.ckpt")
+    task = task_from_checkpoint(load_checkpoint(tmp_path / "old.ckpt"))
+    assert torch.equal(task.model.head.weight, old["state_dict"]["model.head.weight"])
+    with pytest.raises(CheckpointError, match=r"differs: optim._target_=torch.optim.Adam \(checkpoint: \(absent\)\), "
+                                              r"optim.name=\(absent\) \(checkpoint: adam\)"):
+        train(tiny_run_config(tiny_text, run_dir, "sample.length=0", f"ckpt_path={tmp_path}/old.ckpt"))

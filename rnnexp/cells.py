@@ -47,25 +47,32 @@ def rnn_concat_step(
     return act(F.linear(torch.cat((xw, F.linear(h, w_hh, b_hh)), dim=-1), w_mix))
 
 
-def lstm_step(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
+def lstm_step(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor, gates: list | None = None
+              ) -> tuple[Tensor, Tensor]:
     """LSTM (Hochreiter & Schmidhuber, with a forget gate; torch's gate order i, f, g, o):
     i = σ(.), f = σ(.), g = tanh(.), o = σ(.) of W_ih x + b_ih + W_hh h + b_hh, split in four;
-    c' = f * c + i * g;  h' = o * tanh(c')."""
+    c' = f * c + i * g;  h' = o * tanh(c'). `gates`, if given, receives this step's i, f, o."""
     i, f, g, o = (xw + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    h = torch.sigmoid(o) * torch.tanh(c)
+    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * c + i * g
+    h = o * torch.tanh(c)
+    if gates is not None:
+        gates.append({"input_gate": i, "forget_gate": f, "output_gate": o})
     return h, c
 
 
-def gru_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor) -> Tensor:
+def gru_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, gates: list | None = None) -> Tensor:
     """GRU (Cho et al. 2014, in the cuDNN/torch form where the reset gate scales W_hn h + b_hn):
     r = σ(W_ir x + b_ir + W_hr h + b_hr),  z = σ(W_iz x + b_iz + W_hz h + b_hz),
-    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h."""
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h.
+    `gates`, if given, receives this step's r and z."""
     x_r, x_z, x_n = xw.chunk(3, dim=-1)
     h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
     n = torch.tanh(x_n + r * h_n)
+    if gates is not None:
+        gates.append({"reset_gate": r, "update_gate": z})
     return (1 - z) * n + z * h
 
 
@@ -95,6 +102,8 @@ class ScratchRNN(nn.Module):
         self.act = ACTIVATIONS[activation]
         self.hidden_size, self.num_layers, self.dropout = hidden_size, num_layers, dropout
         self.directions = ["", "_reverse"] if bidirectional else [""]
+        # Set to a dict by rnnexp.diagnostics: each layer's hidden states and gates of the next forward.
+        self.probe: dict[str, dict] | None = None
         rows = GATES[cell] * hidden_size
         # Registered in torch's order (per layer and direction: w_ih, w_hh, b_ih, b_hh) so that
         # reset_parameters draws the same random numbers as nn.RNN/LSTM/GRU does.
@@ -155,12 +164,13 @@ class ScratchRNN(nn.Module):
         xw_all = F.linear(x, w_ih, b_ih)  # every step's input projection in one matmul
         step = self._rnn_or_gru_step(name)
         outputs = []
+        gates = None if self.probe is None else []
         # unbind, not x[t]: indexing makes backward quadratic in T
         for t, xw in enumerate(xw_all.unbind(0)):
             if self.cell == "lstm":
-                h_new, c_new = lstm_step(xw, h, c, w_hh, b_hh)
+                h_new, c_new = lstm_step(xw, h, c, w_hh, b_hh, gates)
             else:
-                h_new, c_new = step(xw, h, w_hh, b_hh), None
+                h_new, c_new = step(xw, h, w_hh, b_hh, gates), None
             if mask is None:
                 h, c = h_new, c_new
                 outputs.append(h)
@@ -169,17 +179,20 @@ class ScratchRNN(nn.Module):
                 h = torch.where(valid, h_new, h)
                 c = None if c is None else torch.where(valid, c_new, c)
                 outputs.append(h_new * valid)
+        if self.probe is not None:
+            self.probe[name] = {"h": outputs, "gates": gates}
         return torch.stack(outputs), h, c
 
-    def _rnn_or_gru_step(self, name: str) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    def _rnn_or_gru_step(self, name: str) -> Callable[..., Tensor]:
+        """The step of a gateless or GRU cell: (xw, h, w_hh, b_hh, gates) -> h'."""
         if self.cell == "gru":
             return gru_step
         if self.combine == "product":
-            return lambda xw, h, w_hh, b_hh: rnn_product_step(xw, h, w_hh, b_hh, self.act)
+            return lambda xw, h, w_hh, b_hh, _: rnn_product_step(xw, h, w_hh, b_hh, self.act)
         if self.combine == "concat":
             w_mix = getattr(self, f"weight_mix_{name}")
-            return lambda xw, h, w_hh, b_hh: rnn_concat_step(xw, h, w_hh, b_hh, self.act, w_mix)
-        return lambda xw, h, w_hh, b_hh: rnn_step(xw, h, w_hh, b_hh, self.act)
+            return lambda xw, h, w_hh, b_hh, _: rnn_concat_step(xw, h, w_hh, b_hh, self.act, w_mix)
+        return lambda xw, h, w_hh, b_hh, _: rnn_step(xw, h, w_hh, b_hh, self.act)
 
 
 def _reversal_index(mask: Tensor | None, x: Tensor) -> Tensor:

@@ -134,10 +134,14 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"guard.on_nonfinite must be stop or skip, got {cfg['guard']['on_nonfinite']!r}")
     if not isinstance(cfg["guard"]["explode_factor"], int | float) or cfg["guard"]["explode_factor"] < 0:
         raise ConfigError(f"guard.explode_factor must be a number >= 0, got {cfg['guard']['explode_factor']!r}")
+    every = cfg["diagnostics"]["every_n_steps"]
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ConfigError(f"diagnostics.every_n_steps must be an integer >= 0 (0: off), got {every!r}")
     if cfg["sample"]["temperature"] <= 0:
         raise ConfigError(f"sample.temperature must be > 0, got {cfg['sample']['temperature']!r}")
-    if cfg["sample"]["length"] < 0:
-        raise ConfigError(f"sample.length must be >= 0, got {cfg['sample']['length']!r}")
+    for key in ("length", "val_length"):
+        if cfg["sample"][key] < 0:
+            raise ConfigError(f"sample.{key} must be >= 0, got {cfg['sample'][key]!r}")
 
 
 def _validate_generated_task(data: dict[str, Any]) -> None:

@@ -26,8 +26,14 @@ class Decode:
 
 
 @dataclass
+class DiagnosticsSettings:
+    every_n_steps: int
+
+
+@dataclass
 class Sample:
     length: int
+    val_length: int
     temperature: float
     prime: str | None
 
@@ -48,6 +54,7 @@ class Train:
     run_dir: str
     guard: Guard
     decode: Decode
+    diagnostics: DiagnosticsSettings
     sample: Sample
     optim: Any
     sched: Any

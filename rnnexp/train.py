@@ -68,6 +68,7 @@ def train(cfg: DictConfig) -> float:
         if continues_run(ckpt_path):
             # TensorBoard drops what an interrupted run logged after the checkpoint's step.
             purge_step = checkpoint["global_step"]
+            task.continues_run = True
             record_resume_overrides(run_dir)
         log.info("resuming from %s at step %d", ckpt_path.resolve(), checkpoint["global_step"])
         del checkpoint

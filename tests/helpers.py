@@ -28,6 +28,7 @@ TINY_MODEL = [
     "trainer.enable_progress_bar=false",
     "+trainer.enable_model_summary=false",
     "sample.length=20",
+    "sample.val_length=20",
 ]
 
 

@@ -78,11 +78,15 @@ class Task(pl.LightningModule):
         if self.sample_text is None:
             return
         (Path(self.config["run_dir"]) / "sample.txt").write_text(self.sample_text + "\n", encoding="utf-8")
-        # Markdown: four spaces keep the line breaks and indentation as they are.
-        markdown = "\n".join("    " + line for line in self.sample_text.splitlines())
+        self.log_text("sample", self.sample_text)
+
+    def log_text(self, tag: str, text: str, preformatted: bool = True) -> None:
+        """Text to TensorBoard's TEXT tab at this step; preformatted keeps line breaks and spacing."""
+        if preformatted:  # Markdown: a block indented by four spaces is shown as it is
+            text = "\n".join("    " + line for line in text.splitlines())
         for logger in self.loggers:
             if hasattr(logger.experiment, "add_text"):
-                logger.experiment.add_text("sample", markdown, self.global_step)
+                logger.experiment.add_text(tag, text, self.global_step)
 
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__()
@@ -101,6 +105,7 @@ class Task(pl.LightningModule):
         # Host-side numbers for the progress bar, refreshed at logging steps only.
         self.progress_stats: dict[str, float] = {}
         self.sample_text: str | None = None
+        self.continues_run = False  # set by train(): a resume into the run's own folder
         self._reset_log_window()
 
     def score(self, loss: Tensor) -> Tensor:
@@ -139,12 +144,18 @@ class Task(pl.LightningModule):
         if not named_grads:
             return
         if not self._is_log_step():
-            self._guard_gradients(torch.nn.utils.get_total_norm([g for _, g in named_grads]), optimizer)
+            total = torch.nn.utils.get_total_norm([g for _, g in named_grads])
+            self._guard_gradients(total, optimizer)
+            self._count_clipping(total)
             return
         norms = {f"grad_norm/{name}": torch.linalg.vector_norm(grad) for name, grad in named_grads}
-        norms["grad_norm/total"] = torch.linalg.vector_norm(torch.stack(list(norms.values())))
-        self._guard_gradients(norms["grad_norm/total"], optimizer)
+        total = norms["grad_norm/total"] = torch.linalg.vector_norm(torch.stack(list(norms.values())))
+        self._guard_gradients(total, optimizer)
+        self._count_clipping(total)
         self.raise_if_diverged()
+        clip = self.config["clip"] or math.inf
+        norms["grad_norm/total_after_clip"] = total.clamp(max=clip)
+        norms["grad_norm/clipped_frac"] = self._window_clipped / max(self._window_updates, 1)
         train_loss = self._loss_sum / max(self._window_steps, 1)
         elapsed = time.perf_counter() - self._window_start
         tokens_per_sec = self._window_tokens / elapsed
@@ -155,6 +166,12 @@ class Task(pl.LightningModule):
         self.progress_stats.update(loss=train_loss.item(), tok_per_s=tokens_per_sec)
         self._report_explosion(self.progress_stats["loss"])
         self._reset_log_window()
+
+    def _count_clipping(self, total_norm: Tensor) -> None:
+        """Count the steps whose gradient norm is clipped (on the device: no host sync)."""
+        self._window_updates += 1
+        if self.config["clip"]:
+            self._window_clipped = self._window_clipped + (total_norm > self.config["clip"])
 
     def _guard_gradients(self, total_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
@@ -192,6 +209,8 @@ class Task(pl.LightningModule):
 
     def _reset_log_window(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
+        self._window_clipped = torch.zeros((), device=self.device)
+        self._window_updates = 0
         self._window_steps = 0
         self._window_tokens = 0
         self._window_start = time.perf_counter()
@@ -200,6 +219,7 @@ class Task(pl.LightningModule):
         # Now on the training device: move what __init__ or a checkpoint made there; start the clock.
         self._first_bad_step = self._first_bad_step.to(self.device)
         self._loss_sum = self._loss_sum.to(self.device)
+        self._window_clipped = self._window_clipped.to(self.device)
         self._window_start = time.perf_counter()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -241,9 +261,9 @@ class Task(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         """Hyperparameters to TensorBoard's HParams tab, linked to the `hp/` metrics logged at each
-        validation."""
-        if self.trainer.ckpt_path is not None:
-            return  # resumed: the run folder has them already
+        validation, and the layout of its Custom Scalars tab."""
+        if self.continues_run:
+            return  # the run folder has them already
         start = self.initial_score()
         params = {k: v for k, v in self.config.items() if k not in ("trainer", "logger", "callbacks")}
         # What the trainer actually runs with: `precision=16` becomes bf16-mixed on a CPU, `auto` a choice.
@@ -256,6 +276,31 @@ class Task(pl.LightningModule):
                                                 f"hp/best_val_{self.score_name}": start})
             else:
                 logger.log_hyperparams(params)
+            if hasattr(logger.experiment, "add_custom_scalars"):
+                logger.experiment.add_custom_scalars(self.dashboard_layout())
+
+    def dashboard_layout(self) -> dict[str, dict[str, list]]:
+        """TensorBoard's Custom Scalars tab: related curves in one chart (tags are regular expressions)."""
+        main = self.score_name
+        return {
+            "training": {
+                "loss: training vs validation (nats per token)": ["Multiline", ["train/loss", "val/loss"]],
+                f"validation {main}, and the best so far": ["Multiline", [f"val/{main}", f"hp/best_val_{main}"]],
+                "learning rate": ["Multiline", ["lr"]],
+                "tokens per second": ["Multiline", ["perf/tokens_per_sec"]],
+            },
+            "gradients": {
+                "total norm, before and after clipping": ["Multiline", ["grad_norm/total$",
+                                                                        "grad_norm/total_after_clip"]],
+                "share of steps clipped": ["Multiline", ["grad_norm/clipped_frac"]],
+                "per parameter": ["Multiline", [r"grad_norm/(?!total|clipped)"]],
+                "gradient flow: |dL_T/dh_1| / |dL_T/dh_T|": ["Multiline", [r"gradient_flow/"]],
+            },
+            "cells": {
+                "saturated (|h| > 0.95) or dead (ReLU) units": ["Multiline", [r"cells/.*_frac"]],
+                "mean gate openings": ["Multiline", [r"cells/.*_gate"]],
+            },
+        }
 
     def extra_state(self) -> dict[str, Any]:
         """What a subclass needs, beyond Lightning's state and the base's, to resume exactly."""
@@ -280,6 +325,7 @@ class Task(pl.LightningModule):
             "plateau": None if self.plateau is None else self.plateau.state_dict(),
             "first_logged_loss": self.first_logged_loss,
             "log_window": (self._loss_sum, self._window_steps, self._window_tokens),
+            "clip_window": (self._window_clipped, self._window_updates),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             **self.extra_state(),
@@ -298,6 +344,7 @@ class Task(pl.LightningModule):
         self._plateau_state = saved.get("plateau")  # configure_optimizers runs after this hook
         self.first_logged_loss = saved["first_logged_loss"]
         self._loss_sum, self._window_steps, _ = saved["log_window"]  # the clock restarts: so do its tokens
+        self._window_clipped, self._window_updates = saved.get("clip_window", (torch.zeros(()), 0))
         torch.set_rng_state(saved["torch_rng"])
         if saved["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["cuda_rng"])

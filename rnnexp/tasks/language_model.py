@@ -63,6 +63,7 @@ class LanguageModelTask(Task):
         inputs, targets = batch
         if batch_idx == 0:
             self.train_state = None  # a new epoch: every stream restarts at the start of the corpus
+        self.replay_batch = (inputs, targets, self.train_state)  # for rnnexp.diagnostics: references, no copy
         logits, state = self.model(inputs, self.train_state, targets, self.teacher_prob())
         self.train_state = detach_state(state)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean NLL per token
@@ -94,6 +95,9 @@ class LanguageModelTask(Task):
         val_loss = (self._val_nll / self._val_tokens).float()
         score = self.score(val_loss)
         self.log_validation(val_loss, {f"val/{self.score_name}": score}, score)
+        length = self.config["sample"]["val_length"]
+        if length > 0 and self.trainer.state.fn == "fit":  # how the writing changes as it trains
+            self.log_text("samples/validation", self.generate_sample(length))
 
     def extra_state(self) -> dict[str, Any]:
         return {"train_state": self.train_state}
@@ -101,15 +105,16 @@ class LanguageModelTask(Task):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.train_state = state["train_state"]
 
-    def generate_sample(self) -> str | None:
-        """`sample.length` tokens after `sample.prime`, seeded by `seed`."""
+    def generate_sample(self, length: int | None = None) -> str | None:
+        """`length` (default `sample.length`) tokens after `sample.prime`, seeded by `seed`."""
         sample = self.config["sample"]
-        if sample["length"] <= 0:
+        length = sample["length"] if length is None else length
+        if length <= 0:
             return None
         vocab = vocab_from_symbols(self.config["tokenizer"], self.vocab)
         generator = torch.Generator().manual_seed(self.config["seed"])
         prime = sample_prime(sample["prime"], vocab, self.trainer.train_dataloader)
-        return generate(self.model, vocab, prime, sample["length"], sample["temperature"], generator)
+        return generate(self.model, vocab, prime, length, sample["temperature"], generator)
 
 
 def sample_prime(prime: str | None, vocab: Vocab, train: StreamLoader) -> str:

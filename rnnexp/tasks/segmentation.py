@@ -128,6 +128,8 @@ class SegmentationTask(Task):
         inputs, labels = batch
         logits = self.model(inputs).float()
         predicted = logits.argmax(-1)
+        if batch_idx == 0:  # one window of the first batch, for the TEXT tab
+            self._example = (inputs[:, 0], predicted[:, 0], labels[:, 0])
         self._sums += torch.stack([
             F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum"),
             (predicted == labels).sum(),
@@ -143,3 +145,7 @@ class SegmentationTask(Task):
         nll, correct, tp, fp, fn, count = self._sums
         f1 = (2 * tp / (2 * tp + fp + fn).clamp(min=1)).float()
         self.log_validation((nll / count).float(), {"val/acc": (correct / count).float(), "val/f1": f1}, f1)
+        chars, predicted, labels = (x.tolist() for x in self._example)
+        spaced = ["".join(self.vocab[c] + " " * s for c, s in zip(chars, marks, strict=True))
+                  for marks in (predicted, labels)]
+        self.log_text("samples/segmentation", f"predicted:\n{spaced[0]}\ntrue:\n{spaced[1]}")

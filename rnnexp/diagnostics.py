@@ -1,0 +1,166 @@
+"""See inside the network: gradient flow through time, saturated units, gates, histograms.
+
+Every `every_n_steps` training steps the batch just trained on is replayed, from the state it
+started from, through the cell equations of rnnexp/cells.py with the model's current weights (a
+copy of the model in which torch's fused layers, which keep h_t inside their kernels, are replaced
+by scratch layers with the same weights), in full precision and without dropout. On that replay:
+
+- gradient flow: ||dL_T / dh_t|| for every step t of the window and every layer, where L_T is the
+  loss of the window's last prediction: how much of its error reaches back to step t. Logged as an
+  image per layer (rows: logging steps, oldest first; columns: t = 1..T; colour: log10 of the norm,
+  dark = small) and as `gradient_flow/<layer>/first_over_last` = ||dL_T/dh_1|| / ||dL_T/dh_T||
+  (far below 1: vanishing; above 1: exploding).
+- `cells/<layer>/saturated_frac`: share of hidden units with |h| > 0.95 (tanh cells), or
+  `cells/<layer>/dead_frac`: share of ReLU units that are 0 at every step of every stream.
+- `cells/<layer>/<gate>`: mean gate openings (LSTM input, forget, output; GRU reset, update).
+- histograms of the recurrent matrices W_hh and of their (pre-clip) gradients.
+
+The replay is separate from training: it changes no weight, gradient, hidden state or random
+number of the run. It costs about one scratch forward and backward pass per replayed step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnexp.cells import ScratchRNN
+
+FUSED = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
+SATURATED = 0.95
+
+
+def scratch_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose fused recurrent layers are ScratchRNNs holding the same weights."""
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        cell = FUSED.get(type(module))
+        if cell is None:
+            continue
+        scratch = ScratchRNN(cell, module.input_size, module.hidden_size, module.num_layers,
+                             getattr(module, "nonlinearity", "tanh"), bidirectional=module.bidirectional)
+        scratch.load_state_dict(module.state_dict())
+        parent_name, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attribute, scratch.to(
+            next(module.parameters()).device))
+    return model
+
+
+def saturated_fraction(h: Tensor) -> float:
+    """Share of hidden values with |h| > 0.95: units stuck near tanh's flat ends pass little gradient."""
+    return float((h.abs() > SATURATED).float().mean())
+
+
+def dead_fraction(h: Tensor) -> float:
+    """Share of units (last dimension) that are 0 at every step and in every stream of h (T, B, H):
+    ReLU units that never fire, and so never learn."""
+    return float((h == 0).flatten(0, -2).all(0).float().mean())
+
+
+def probe(model: nn.Module, inputs: Tensor, targets: Tensor, state: Any, activation: str) -> dict[str, dict]:
+    """Replay one batch as described in the module docstring: per layer, the gradient norms
+    ||dL_T/dh_t|| (t = 1..T), saturation and gate means. {} for a model without recurrent layers
+    (Arch 2 steps through single cells). The run's random numbers are left as they were."""
+    cuda = [inputs.device.index or 0] if inputs.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # building the scratch layers draws initial weights
+        return _probe(model, inputs, targets, state, activation)
+
+
+def _probe(model: nn.Module, inputs: Tensor, targets: Tensor, state: Any, activation: str) -> dict[str, dict]:
+    replica = scratch_copy(model).float().eval()
+    layers = [m for m in replica.modules() if isinstance(m, ScratchRNN)]
+    if not layers:
+        return {}
+    for layer in layers:
+        layer.probe = {}
+    device_type = inputs.device.type
+    with torch.enable_grad(), torch.autocast(device_type, enabled=False):
+        state = None if state is None else (tuple(s.float() for s in state) if isinstance(state, tuple)
+                                            else state.float())
+        logits, _ = replica(inputs, state)
+        last_loss = F.cross_entropy(logits[-1].float(), targets[-1])
+        records = {f"{path}.{name}": record
+                   for path, layer in replica.named_modules() if isinstance(layer, ScratchRNN)
+                   for name, record in layer.probe.items()}
+        hidden = [h for record in records.values() for h in record["h"]]
+        grads = torch.autograd.grad(last_loss, hidden, allow_unused=True)
+    result, k = {}, 0
+    for name, record in records.items():
+        steps = len(record["h"])
+        norms = [0.0 if g is None else float(torch.linalg.vector_norm(g)) for g in grads[k:k + steps]]
+        k += steps
+        h = torch.stack([x.detach() for x in record["h"]])
+        cells = {"dead_frac": dead_fraction(h)} if activation == "relu" else {"saturated_frac": saturated_fraction(h)}
+        for gate in (record["gates"] or [{}])[0]:
+            cells[gate] = float(torch.stack([g[gate] for g in record["gates"]]).mean())
+        result[name] = {"grad_norms": norms, "cells": cells}
+    return result
+
+
+def heatmap(rows: list[list[float]], scale: int = 4) -> Tensor:
+    """An image (3, H, W) of log10 values, rows top to bottom, coloured from dark blue (the
+    smallest value shown) through green to yellow (the largest); each value a scale x scale block."""
+    values = torch.tensor([[math.log10(max(v, 1e-30)) for v in row] for row in rows])
+    low, high = values.min(), values.max()
+    x = (values - low) / (high - low) if high > low else torch.zeros_like(values)
+    anchors = torch.tensor([[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38],
+                            [0.99, 0.91, 0.14]])  # viridis at 0, 1/4, 1/2, 3/4, 1
+    position = x * (len(anchors) - 1)
+    lower = position.floor().long().clamp(max=len(anchors) - 2)
+    weight = (position - lower)[..., None]
+    colours = anchors[lower] * (1 - weight) + anchors[lower + 1] * weight  # (rows, T, 3)
+    image = colours.permute(2, 0, 1)
+    return image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+
+
+class Diagnostics(pl.Callback):
+    """Logs what the module docstring lists, every `every_n_steps` steps (0: never), to TensorBoard."""
+
+    def __init__(self, every_n_steps: int = 125, histograms: bool = True, max_rows: int = 64) -> None:
+        self.every_n_steps, self.histograms, self.max_rows = every_n_steps, histograms, max_rows
+        self.history: dict[str, list[list[float]]] = {}
+        self._due = False
+
+    def _writers(self, trainer: pl.Trainer) -> list:
+        return [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        if not (self._due and self.histograms):
+            return
+        for writer in self._writers(trainer):
+            for name, parameter in pl_module.model.named_parameters():
+                if "weight_hh" in name:
+                    writer.add_histogram(f"weights/{name}", parameter.detach().float(), trainer.global_step)
+                    if parameter.grad is not None:
+                        writer.add_histogram(f"gradients/{name}", parameter.grad.float(), trainer.global_step)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        replay = getattr(pl_module, "replay_batch", None)
+        if not self._due or replay is None or not trainer.loggers:
+            return
+        inputs, targets, state = replay
+        step = trainer.global_step - 1  # the step just taken, as the training metrics number it
+        report = probe(pl_module.model, inputs, targets, state, pl_module.config["cell"].get("activation", "tanh"))
+        scalars: dict[str, float] = {}
+        for layer, found in report.items():
+            norms = found["grad_norms"]
+            scalars[f"gradient_flow/{layer}/first_over_last"] = norms[0] / max(norms[-1], 1e-30)
+            scalars.update({f"cells/{layer}/{key}": value for key, value in found["cells"].items()})
+            rows = self.history.setdefault(layer, [])
+            rows.append(norms)
+            del rows[: -self.max_rows]
+            for writer in self._writers(trainer):
+                writer.add_image(f"gradient_flow/{layer}", heatmap(rows), step)
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)

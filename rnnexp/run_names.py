@@ -1,0 +1,37 @@
+"""Short run names a person can read in TensorBoard's run list, made from the command line's
+overrides: `cell=gru unroll=40 lr=0.003` -> `gru_u40_lr0.003`. The folder name starts with the date
+and time, which keeps it unique; the overrides themselves stay in `.hydra/overrides.yaml`."""
+
+from __future__ import annotations
+
+import re
+
+ABBREVIATIONS = {
+    "unroll": "u", "batch_size": "b", "hidden_size": "h", "embedding_dim": "e", "num_layers": "L",
+    "dropout": "drop", "seed": "seed", "lr": "lr", "clip": "clip", "max_steps": "steps", "max_time": "time",
+    "weight_decay": "wd", "momentum": "mom", "decay_rate": "rate", "decay_steps": "every", "precision": "",
+}
+# Where files are, how a run logs, what it resumes: not what the run is.
+SKIPPED = re.compile(r"^(\+*)(data\.path|data_dir|cache_dir|ckpt_path|init_from|run_dir|hydra\.|sample\.|logger|"
+                     r"callbacks|diagnostics|debug|trainer\.(enable_|log_every|val_check|num_sanity|limit_val))")
+LONGEST = 80
+
+
+def run_name(override_dirname: str, cell: str) -> str:
+    """`<cell>_<override>_<override>...`: group choices by their value, other keys abbreviated
+    and followed by their value; at most 80 characters of letters, digits and `._-`."""
+    parts = []
+    for item in override_dirname.split(",") if override_dirname else []:
+        key, _, value = item.partition("=")
+        if not value or SKIPPED.match(key):
+            continue
+        name = key.lstrip("+~").rpartition(".")[2]
+        is_number = re.fullmatch(r"-?[\d.e+-]+", value) is not None
+        if value in ("true", "false"):
+            parts.append(name if value == "true" else f"no_{name}")
+        else:
+            parts.append(f"{ABBREVIATIONS.get(name, name)}{value}" if is_number or name in ABBREVIATIONS else value)
+    if not any(item.startswith("cell=") for item in override_dirname.split(",")):
+        parts.insert(0, cell)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-_")
+    return name[:LONGEST] or cell

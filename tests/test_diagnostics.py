@@ -1,0 +1,166 @@
+"""Dashboards that explain: gradient flow through time, saturation, gates, clipping, samples, layout."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnnexp.checkpoint import load_checkpoint
+from rnnexp.diagnostics import dead_fraction, heatmap, probe, saturated_fraction
+from rnnexp.model import build_language_model
+from rnnexp.train import train
+from tests.helpers import read_scalars, tiny_run_config
+
+CELL_TYPES = {"rnn": torch.nn.RNNCell, "lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}
+
+
+def autograd_flow(model, inputs, targets, state, cell):
+    """||dL_T/dh_t|| by hand: torch's own single-step cell with the model's weights, unrolled here."""
+    rnn = model.rnn
+    step = CELL_TYPES[cell](rnn.weight_ih_l0.shape[1], rnn.weight_hh_l0.shape[1])
+    step.load_state_dict({"weight_ih": rnn.weight_ih_l0, "weight_hh": rnn.weight_hh_l0,
+                          "bias_ih": rnn.bias_ih_l0, "bias_hh": rnn.bias_hh_l0})
+    h = state if cell != "lstm" else state
+    hidden = []
+    for x in model.embedding(inputs).unbind(0):
+        h = step(x, h)
+        hidden.append(h[0] if cell == "lstm" else h)
+    loss = F.cross_entropy(model.head(hidden[-1]), targets[-1])
+    return [float(torch.linalg.vector_norm(g)) for g in torch.autograd.grad(loss, hidden)]
+
+
+@pytest.mark.parametrize("impl", ["scratch", "fused"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_gradient_flow_equals_dl_dh_from_autograd(cell, impl):
+    torch.manual_seed(0)
+    model = build_language_model(11, {"name": cell, "impl": impl, "hidden_size": 7},
+                                 {"name": "arch1", "embedding_dim": 5, "dropout": 0.0})
+    inputs, targets = torch.randint(0, 11, (9, 3)), torch.randint(0, 11, (9, 3))
+    h0 = torch.randn(3, 7)
+    state = (h0, torch.randn(3, 7)) if cell == "lstm" else h0
+    layer_state = (state[0][None], state[1][None]) if cell == "lstm" else state[None]
+    found = probe(model, inputs, targets, layer_state, "tanh")
+    assert list(found) == ["rnn.l0"]
+    expected = autograd_flow(model, inputs, targets, state, cell)
+    assert found["rnn.l0"]["grad_norms"] == pytest.approx(expected, rel=1e-5)
+    assert expected[0] < expected[-1]  # and a tiny untrained net does lose gradient going back
+
+
+def test_gradient_flow_of_a_deep_fused_stack_equals_its_scratch_twin():
+    torch.manual_seed(0)
+    arch = {"name": "deep", "embedding_dim": 5, "num_layers": 2, "dropout": 0.0, "residual": False}
+    fused = build_language_model(11, {"name": "gru", "impl": "fused", "hidden_size": 7}, arch)
+    scratch = build_language_model(11, {"name": "gru", "impl": "scratch", "hidden_size": 7}, arch)
+    scratch.load_state_dict(fused.state_dict())
+    inputs, targets = torch.randint(0, 11, (6, 2)), torch.randint(0, 11, (6, 2))
+    a, b = probe(fused, inputs, targets, None, "tanh"), probe(scratch, inputs, targets, None, "tanh")
+    assert list(a) == ["rnn.l0", "rnn.l1"]
+    for layer in a:
+        assert a[layer]["grad_norms"] == pytest.approx(b[layer]["grad_norms"], rel=1e-5)
+        assert a[layer]["cells"] == pytest.approx(b[layer]["cells"], rel=1e-5)
+        assert 0 < a[layer]["cells"]["update_gate"] < 1 and 0 < a[layer]["cells"]["reset_gate"] < 1
+
+
+def test_saturation_and_dead_units_on_constructed_states():
+    h = torch.tensor([0.99, -0.96, 0.5, 0.0, -0.2, 0.951, 0.3, -0.99])
+    assert saturated_fraction(h) == pytest.approx(4 / 8)
+    relu = torch.zeros(4, 3, 5)  # (T, B, H): units 0 and 3 never fire, unit 1 fires once
+    relu[:, :, 2] = 1.0
+    relu[2, 1, 1] = 0.5
+    relu[:, :, 4] = 0.1
+    assert dead_fraction(relu) == pytest.approx(2 / 5)
+
+
+def test_clipped_share_counts_the_steps_whose_norm_exceeds_clip(tiny_text, tmp_path):
+    from rnnexp.tasks.language_model import LanguageModelTask
+
+    config = resolve_config(tiny_text, tmp_path, "clip=1.0")
+    task = LanguageModelTask(config, list("abc"))
+    for norm in (0.5, 2.0, 3.0, 0.1, 1.0):
+        task._count_clipping(torch.tensor(norm))
+    assert float(task._window_clipped) / task._window_updates == pytest.approx(2 / 5)
+
+
+def test_clipping_is_logged_before_and_after(tiny_text, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "clip=1e-6"))
+    scalars = read_scalars(run_dir)
+    assert [v for _, v in scalars["grad_norm/clipped_frac"]] == [1.0] * 4
+    assert all(v == pytest.approx(1e-6) for _, v in scalars["grad_norm/total_after_clip"])
+    assert all(v > 1e-6 for _, v in scalars["grad_norm/total"])
+
+
+def test_diagnostics_do_not_change_training(tiny_text, tmp_path):
+    runs = {}
+    for every in (0, 1):
+        run_dir = tmp_path / f"every{every}"
+        train(tiny_run_config(tiny_text, run_dir, f"diagnostics.every_n_steps={every}", "trainer.max_steps=6",
+                              "arch.dropout=0.3", "trainer.precision=32-true"))
+        runs[every] = (read_scalars(run_dir), load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"])
+    flow = "gradient_flow/rnn.l0/first_over_last"
+    assert flow in runs[1][0] and flow not in runs[0][0]
+    for tag in ("train/loss", "val/loss", "grad_norm/total"):
+        assert runs[0][0][tag] == runs[1][0][tag], tag
+    for name, tensor in runs[0][1].items():
+        assert torch.equal(runs[1][1][name], tensor), name
+
+
+def test_event_files_hold_the_layout_the_samples_the_images_and_histograms(tiny_text, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "cell=rnn", "diagnostics.every_n_steps=2"))
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "histograms": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"sample/text_summary", "samples/validation/text_summary"} <= set(tags["tensors"])
+    layout = layout_pb2.Layout.FromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+    assert charts["loss: training vs validation (nats per token)"] == ["train/loss", "val/loss"]
+    assert [e.step for e in events.Images("gradient_flow/rnn.l0")] == [0, 2]
+    assert {"weights/rnn.weight_hh_l0", "gradients/rnn.weight_hh_l0"} <= set(tags["histograms"])
+    scalars = read_scalars(run_dir)
+    assert [s for s, _ in scalars["gradient_flow/rnn.l0/first_over_last"]] == [0, 2]
+    assert 0 <= scalars["cells/rnn.l0/saturated_frac"][0][1] <= 1
+
+
+def test_validation_samples_are_the_same_for_the_same_seed(tiny_text, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    texts = []
+    for name in ("a", "b"):
+        train(tiny_run_config(tiny_text, tmp_path / name, "sample.val_length=30"))
+        events = EventAccumulator(str(tmp_path / name), size_guidance={"tensors": 0})
+        events.Reload()
+        texts.append([e.tensor_proto.string_val[0] for e in events.Tensors("samples/validation/text_summary")])
+        texts[-1].append((tmp_path / name / "sample.txt").read_text())
+    assert texts[0] == texts[1] and len(texts[0]) == 3
+
+
+def test_segmentation_shows_its_predicted_spaces(tiny_text, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "data=segmentation", "data.corpus=text_file", f"data.path={tiny_text}",
+                          "arch=bidirectional"))
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    text = events.Tensors("samples/segmentation/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert "predicted:" in text and "true:" in text
+    truth = text.split("true:")[1].strip().split()[1:-1]  # the window may cut its first and last word
+    assert truth and set(truth) <= set(tiny_text.read_text().split())  # the true spaces give back real words
+
+
+def test_heatmap_maps_smallest_to_dark_and_largest_to_bright():
+    image = heatmap([[1e-6, 1e-3, 1.0]], scale=2)
+    assert image.shape == (3, 2, 6)
+    assert image[:, 0, 0].sum() < image[:, 0, 4].sum()
+    assert math.isclose(float(image[0, 0, 4]), 0.99, rel_tol=1e-6)
+
+
+def resolve_config(tiny_text, tmp_path, *overrides):
+    from rnnexp.train import resolve
+
+    return resolve(tiny_run_config(tiny_text, tmp_path, *overrides))

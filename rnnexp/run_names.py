@@ -18,12 +18,12 @@ LONGEST = 80
 
 
 def run_name(override_dirname: str, cell: str) -> str:
-    """`<cell>_<override>_<override>...`: group choices by their value, other keys abbreviated
-    and followed by their value; at most 80 characters of letters, digits and `._-`."""
-    parts = []
+    """`<cell>_<override>_<override>...`: the cell, then group choices by their value and other
+    keys abbreviated and followed by their value; at most 80 characters of letters, digits, `._-`."""
+    parts = [cell]  # the cell first: the name a list of runs is most often read by
     for item in override_dirname.split(",") if override_dirname else []:
         key, _, value = item.partition("=")
-        if not value or SKIPPED.match(key):
+        if not value or key == "cell" or SKIPPED.match(key):
             continue
         name = key.lstrip("+~").rpartition(".")[2]
         is_number = re.fullmatch(r"-?[\d.e+-]+", value) is not None
@@ -31,7 +31,5 @@ def run_name(override_dirname: str, cell: str) -> str:
             parts.append(name if value == "true" else f"no_{name}")
         else:
             parts.append(f"{ABBREVIATIONS.get(name, name)}{value}" if is_number or name in ABBREVIATIONS else value)
-    if not any(item.startswith("cell=") for item in override_dirname.split(",")):
-        parts.insert(0, cell)
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-_")
     return name[:LONGEST] or cell

@@ -16,9 +16,12 @@ def generate(
     length: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    top_k: int | None = None,
+    greedy: bool = False,
 ) -> str:
     """`prime` followed by `length` sampled tokens (characters, bytes or words). The prime is read
-    in one pass to set the hidden state; each sampled token is then fed back as the next input."""
+    in one pass to set the hidden state; each sampled token is then fed back as the next input.
+    `top_k`: sample among the k most likely tokens only; `greedy`: always the most likely one."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -28,8 +31,13 @@ def generate(
     logits, state = model(tokens)
     sampled = []
     for _ in range(length):
-        probs = torch.softmax(logits[-1, 0].float() / temperature, dim=-1)
-        token = torch.multinomial(probs.cpu(), 1, generator=generator)
+        scores = logits[-1, 0].float().cpu()
+        if greedy:
+            token = scores.argmax().view(1)
+        else:
+            if top_k is not None and top_k < len(scores):
+                scores = scores.masked_fill(scores < scores.topk(top_k).values[-1], float("-inf"))
+            token = torch.multinomial(torch.softmax(scores / temperature, dim=-1), 1, generator=generator)
         sampled.append(int(token))
         token = token.to(device)
         if hasattr(model, "with_feedback"):  # Arch 2 feeds back the emitted symbol

@@ -61,6 +61,7 @@ def train(cfg: DictConfig) -> float:
     task_type = task_class(config)
     data = task_type.load_data(config, resolve_data_dir(config["data_dir"]), resolve_cache_dir(config["cache_dir"]))
     task = task_type(config, data.vocab.symbols)
+    task.test_loader = data.test
     run_dir = Path(config["run_dir"]).resolve()
 
     if ckpt_path is not None:
@@ -132,6 +133,9 @@ def report(trainer: Any, task: Any, run_dir: Path, loggers: list) -> None:
     best_path = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path), None)
     saved = f": {Path(best_path).resolve()}" if best_path else " (no checkpoint saved)"
     lines.append(f"best  {name} {task.best_score:.4f} at step {task.best_step}{saved}")
+    if task.test_metrics is not None:
+        measured = ", ".join(f"test/{k} {v:.4f}" for k, v in task.test_metrics.items())
+        lines.append(f"test split (final weights): {measured}")
     lines.append(f"run folder: {run_dir}")
     if any(type(logger).__name__ == "TensorBoardLogger" for logger in loggers):
         lines.append(f"view it:    tensorboard --logdir {run_dir}")

@@ -74,7 +74,9 @@ def test_multirun_sweep_runs_every_combination(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for job, (cell, unroll) in enumerate([("rnn", 4), ("rnn", 8), ("gru", 4), ("gru", 8)]):
-        run = tmp_path / "sweep" / str(job)
+        # the job number and a name from its overrides, the cell first
+        (run,) = (tmp_path / "sweep").glob(f"{job}_{cell}_*")
+        assert run.name.endswith(f"_u{unroll}")
         config = (run / ".hydra" / "config.yaml").read_text()
         assert f"name: {cell}" in config and f"unroll: {unroll}" in config
         assert "val/loss" in read_scalars(run)

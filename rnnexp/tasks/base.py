@@ -43,6 +43,7 @@ class TaskData:
     vocab: Any
     train: Any
     valid: Any
+    test: Any = None  # where the corpus has a test split
 
 
 class Task(pl.LightningModule):
@@ -71,9 +72,31 @@ class Task(pl.LightningModule):
         """Text the model writes at the end of training, if the task writes text (see `sample.*`)."""
         return None
 
+    def validation_metrics(self) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """(loss, {"val/<metric>": value}, main score) of the validation steps since
+        `on_validation_epoch_start`."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, loader: Any) -> dict[str, float]:
+        """The validation metrics of another split (test, or a file), without Lightning: {"loss": ...,
+        "bpc": ...}. Its own state and sums: training's carried state is left as it was."""
+        was_training = self.training
+        self.eval()
+        self.on_validation_epoch_start()
+        for index, batch in enumerate(loader):
+            self.validation_step(self.transfer_batch_to_device(batch, self.device, 0), index)
+        loss, metrics, _ = self.validation_metrics()
+        self.train(was_training)
+        return {"loss": float(loss), **{name.removeprefix("val/"): float(v) for name, v in metrics.items()}}
+
     def on_train_end(self) -> None:
-        """The sample goes to sample.txt in the run folder and to TensorBoard's TEXT tab (here, while
-        the loggers are still open); train() prints it."""
+        """The test split is measured once, with the final weights (`test/...`); the sample goes to
+        sample.txt and the TEXT tab: here, while the loggers are still open; train() prints both."""
+        if self.test_loader is not None:
+            self.test_metrics = self.evaluate(self.test_loader)
+            for logger in self.loggers:
+                logger.log_metrics({f"test/{k}": v for k, v in self.test_metrics.items()}, step=self.global_step)
         self.sample_text = self.generate_sample()
         if self.sample_text is None:
             return
@@ -106,6 +129,8 @@ class Task(pl.LightningModule):
         self.progress_stats: dict[str, float] = {}
         self.sample_text: str | None = None
         self.continues_run = False  # set by train(): a resume into the run's own folder
+        self.test_loader: Any = None  # set by train() where the data has a test split
+        self.test_metrics: dict[str, float] | None = None
         self._reset_log_window()
 
     def score(self, loss: Tensor) -> Tensor:

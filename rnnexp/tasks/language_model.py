@@ -37,8 +37,10 @@ class LanguageModelTask(Task):
         # Stream order matters (the hidden state is carried from batch to batch), so no shuffling;
         # no worker processes either: a batch is a slice of a tensor.
         batch_size, unroll = config["batch_size"], config["unroll"]
+        has_test = len(corpus.test) > batch_size * (unroll + 1)  # a split that can fill one batch
         return TaskData(corpus.vocab, StreamLoader(TBPTTBatches(corpus.train, batch_size, unroll, "train")),
-                        StreamLoader(TBPTTBatches(corpus.valid, batch_size, unroll, "validation")))
+                        StreamLoader(TBPTTBatches(corpus.valid, batch_size, unroll, "validation")),
+                        StreamLoader(TBPTTBatches(corpus.test, batch_size, unroll, "test")) if has_test else None)
 
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__(config, vocab)
@@ -89,12 +91,15 @@ class LanguageModelTask(Task):
         self._val_nll += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
         self._val_tokens += targets.numel()
 
+    def validation_metrics(self) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        val_loss = (self._val_nll / self._val_tokens).float()
+        score = self.score(val_loss)
+        return val_loss, {f"val/{self.score_name}": score}, score
+
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        val_loss = (self._val_nll / self._val_tokens).float()
-        score = self.score(val_loss)
-        self.log_validation(val_loss, {f"val/{self.score_name}": score}, score)
+        self.log_validation(*self.validation_metrics())
         length = self.config["sample"]["val_length"]
         if length > 0 and self.trainer.state.fn == "fit":  # how the writing changes as it trains
             self.log_text("samples/validation", self.generate_sample(length))

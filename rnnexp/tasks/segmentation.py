@@ -139,12 +139,15 @@ class SegmentationTask(Task):
             torch.tensor(labels.numel(), device=self.device),
         ]).double()
 
+    def validation_metrics(self) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        nll, correct, tp, fp, fn, count = self._sums
+        f1 = (2 * tp / (2 * tp + fp + fn).clamp(min=1)).float()
+        return (nll / count).float(), {"val/acc": (correct / count).float(), "val/f1": f1}, f1
+
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        nll, correct, tp, fp, fn, count = self._sums
-        f1 = (2 * tp / (2 * tp + fp + fn).clamp(min=1)).float()
-        self.log_validation((nll / count).float(), {"val/acc": (correct / count).float(), "val/f1": f1}, f1)
+        self.log_validation(*self.validation_metrics())
         chars, predicted, labels = (x.tolist() for x in self._example)
         spaced = ["".join(self.vocab[c] + " " * s for c, s in zip(chars, marks, strict=True))
                   for marks in (predicted, labels)]

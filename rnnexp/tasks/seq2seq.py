@@ -363,15 +363,15 @@ class Seq2SeqTask(Task):
             symbols.append(self.vocab[t])
         return "".join(symbols)
 
+    def validation_metrics(self) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        nll, tokens, correct, exact, count = self._sums
+        seq_acc = (exact / count).float()
+        return (nll / tokens).float(), {"val/token_acc": (correct / tokens).float(), "val/seq_acc": seq_acc}, seq_acc
+
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        nll, tokens, correct, exact, count = self._sums
-        seq_acc = (exact / count).float()
-        self.log_validation((nll / tokens).float(), {"val/token_acc": (correct / tokens).float(),
-                                                     "val/seq_acc": seq_acc}, seq_acc)
+        self.log_validation(*self.validation_metrics())
         table = "| source | target | prediction |\n|---|---|---|\n" + "\n".join(
             f"| {s} | {t} | {p}{'' if p == t else ' ✗'} |" for s, t, p in self._examples)
-        for logger in self.loggers:
-            if hasattr(logger.experiment, "add_text"):
-                logger.experiment.add_text("val/examples", table, self.global_step)
+        self.log_text("val/examples", table, preformatted=False)

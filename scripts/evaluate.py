@@ -5,8 +5,8 @@
     python scripts/evaluate.py outputs/runs/<run> --text "To be, or not to be"   # how likely is this text?
     python scripts/evaluate.py last --json results.json               # the table, and JSON to a file
 
-It prints a table (and JSON with --json FILE, or --json - for standard output) and writes nothing
-into the run's folder.
+It prints a table (and writes JSON with --json FILE; --json - prints JSON instead of the table)
+and writes nothing into the run's folder.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main() -> None:
     what.add_argument("--file", help="a UTF-8 text file to measure (language models)")
     what.add_argument("--text", help="a text to score token by token (language models)")
     parser.add_argument("--data-dir", help="where the corpus is (default: $RNNEXP_DATA_DIR, else the run's)")
-    parser.add_argument("--json", help="also write the results as JSON to this file (- for standard output)")
+    parser.add_argument("--json", help="also write the results as JSON to this file (-: print JSON, no table)")
     parser.add_argument("--top", type=int, default=5, help="with --text: how many surprising tokens to list")
     args = parser.parse_args()
 
@@ -38,10 +38,11 @@ def main() -> None:
     except RnnexpError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(table(results))
-    if args.json == "-":
+    if args.json == "-":  # JSON alone, for scripts
         print(json.dumps(results, indent=2, ensure_ascii=False))
-    elif args.json:
+        return
+    print(table(results))
+    if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

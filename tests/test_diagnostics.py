@@ -164,3 +164,14 @@ def resolve_config(tiny_text, tmp_path, *overrides):
     from rnnexp.train import resolve
 
     return resolve(tiny_run_config(tiny_text, tmp_path, *overrides))
+
+
+def test_run_names_are_short_readable_and_made_from_the_overrides():
+    from rnnexp.run_names import run_name
+
+    assert run_name("", "lstm") == "lstm"
+    assert run_name("cell=gru,lr=0.003,unroll=40", "gru") == "gru_lr0.003_u40"
+    assert run_name("arch.residual=true,arch=deep,data.path=/a/b.txt,data=text_file", "lstm") == \
+        "lstm_residual_deep_text_file"  # paths say where, not what: left out
+    assert run_name("cell.hidden_size=128,hydra.run.dir=x,trainer.enable_progress_bar=false", "rnn") == "rnn_h128"
+    assert len(run_name(",".join(f"+k{i}=v{i}" for i in range(60)), "gru")) == 80

@@ -7,9 +7,10 @@ by scratch layers with the same weights), in full precision and without dropout.
 
 - gradient flow: ||dL_T / dh_t|| for every step t of the window and every layer, where L_T is the
   loss of the window's last prediction: how much of its error reaches back to step t. Logged as an
-  image per layer (rows: logging steps, oldest first; columns: t = 1..T; colour: log10 of the norm,
-  dark = small) and as `gradient_flow/<layer>/first_over_last` = ||dL_T/dh_1|| / ||dL_T/dh_T||
-  (far below 1: vanishing; above 1: exploding).
+  image per layer (rows: logging steps, oldest first; columns: t = 1..T; colour: log10 of
+  ||dL_T/dh_t|| / ||dL_T/dh_T|| on one scale for every run, dark blue at 1e-20 or less, yellow at
+  1) and as `gradient_flow/<layer>/first_over_last` = ||dL_T/dh_1|| / ||dL_T/dh_T|| (far below
+  1: vanishing; above 1: exploding).
 - `cells/<layer>/saturated_frac`: share of hidden units with |h| > 0.95 (tanh cells), or
   `cells/<layer>/dead_frac`: share of ReLU units that are 0 at every step of every stream.
 - `cells/<layer>/<gate>`: mean gate openings (LSTM input, forget, output; GRU reset, update).
@@ -98,17 +99,17 @@ def _probe(model: nn.Module, inputs: Tensor, targets: Tensor, state: Any, activa
         h = torch.stack([x.detach() for x in record["h"]])
         cells = {"dead_frac": dead_fraction(h)} if activation == "relu" else {"saturated_frac": saturated_fraction(h)}
         for gate in (record["gates"] or [{}])[0]:
-            cells[gate] = float(torch.stack([g[gate] for g in record["gates"]]).mean())
+            cells[gate] = float(torch.stack([g[gate].detach() for g in record["gates"]]).mean())
         result[name] = {"grad_norms": norms, "cells": cells}
     return result
 
 
-def heatmap(rows: list[list[float]], scale: int = 4) -> Tensor:
-    """An image (3, H, W) of log10 values, rows top to bottom, coloured from dark blue (the
-    smallest value shown) through green to yellow (the largest); each value a scale x scale block."""
-    values = torch.tensor([[math.log10(max(v, 1e-30)) for v in row] for row in rows])
-    low, high = values.min(), values.max()
-    x = (values - low) / (high - low) if high > low else torch.zeros_like(values)
+def heatmap(rows: list[list[float]], orders: int = 20, scale: int = 4) -> Tensor:
+    """An image (3, H, W) of gradient norms, one row each, top to bottom: each norm relative to the
+    row's last one, log10 of it coloured on one fixed scale for every run, from dark blue
+    (10^-orders or less) through green to yellow (1). Each value is a scale x scale block."""
+    values = torch.tensor([[math.log10(max(v / max(row[-1], 1e-38), 1e-38)) for v in row] for row in rows])
+    x = ((values + orders) / orders).clamp(0, 1)
     anchors = torch.tensor([[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38],
                             [0.99, 0.91, 0.14]])  # viridis at 0, 1/4, 1/2, 3/4, 1
     position = x * (len(anchors) - 1)

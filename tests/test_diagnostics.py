@@ -1,6 +1,5 @@
 """Dashboards that explain: gradient flow through time, saturation, gates, clipping, samples, layout."""
 
-import math
 
 import pytest
 import torch
@@ -153,11 +152,13 @@ def test_segmentation_shows_its_predicted_spaces(tiny_text, tmp_path):
     assert truth and set(truth) <= set(tiny_text.read_text().split())  # the true spaces give back real words
 
 
-def test_heatmap_maps_smallest_to_dark_and_largest_to_bright():
-    image = heatmap([[1e-6, 1e-3, 1.0]], scale=2)
-    assert image.shape == (3, 2, 6)
-    assert image[:, 0, 0].sum() < image[:, 0, 4].sum()
-    assert math.isclose(float(image[0, 0, 4]), 0.99, rel_tol=1e-6)
+def test_heatmap_colours_each_norm_relative_to_the_last_on_one_fixed_scale():
+    image = heatmap([[1e-30, 2e-6, 2e-3, 2.0], [0.0, 5e-7, 5e-4, 0.5]], orders=20, scale=2)
+    assert image.shape == (3, 4, 8)
+    assert torch.equal(image[:, :2], image[:, 2:])  # the same ratios, the same colours
+    assert torch.allclose(image[:, 0, 0], torch.tensor([0.27, 0.00, 0.33]))  # 1e-20 or less: dark blue
+    assert torch.allclose(image[:, 0, 6], torch.tensor([0.99, 0.91, 0.14]))  # the last step: yellow
+    assert image[:, 0, 2].sum() < image[:, 0, 4].sum()
 
 
 def resolve_config(tiny_text, tmp_path, *overrides):

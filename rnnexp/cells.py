@@ -21,7 +21,17 @@ from torch import Tensor, nn
 
 State = Tensor | tuple[Tensor, Tensor]
 
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+# The blocks stacked in W_ih / W_hh of each cell and variant, in order (torch's for its own cells).
+GATE_ROWS = {
+    ("rnn", "standard"): "h", ("rnn", "irnn"): "h",
+    ("lstm", "standard"): "ifgo", ("lstm", "peephole"): "ifgo", ("lstm", "cifg"): "fgo",
+    ("lstm", "no_output_gate"): "ifg", ("lstm", "no_forget_gate"): "igo",
+    ("gru", "standard"): "rzn", ("gru", "cho"): "rzn",
+    ("mgu", "standard"): "fn",
+}
+VARIANTS = {cell: [v for c, v in GATE_ROWS if c == cell] for cell, _ in GATE_ROWS}
+# Variants that torch's fused kernels compute (the IRNN is a ReLU RNN with another initialisation).
+FUSED_VARIANTS = {("rnn", "standard"), ("rnn", "irnn"), ("lstm", "standard"), ("gru", "standard")}
 COMBINES = ("sum", "concat", "product")
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -61,6 +71,53 @@ def lstm_step(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor, gate
     return h, c
 
 
+def peephole_lstm_step(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor, peep: Tensor,
+                       gates: list | None = None) -> tuple[Tensor, Tensor]:
+    """LSTM with peephole connections (Gers & Schmidhuber 2000): the gates also see the cell state
+    through diagonal weights p_i, p_f, p_o; i and f look at c, o at the new c'."""
+    i, f, g, o = (xw + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
+    p_i, p_f, p_o = peep.chunk(3)
+    i, f, g = torch.sigmoid(i + p_i * c), torch.sigmoid(f + p_f * c), torch.tanh(g)
+    c = f * c + i * g
+    o = torch.sigmoid(o + p_o * c)
+    if gates is not None:
+        gates.append({"input_gate": i, "forget_gate": f, "output_gate": o})
+    return o * torch.tanh(c), c
+
+
+def cifg_lstm_step(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor, gates: list | None = None
+                   ) -> tuple[Tensor, Tensor]:
+    """Coupled input and forget gate (Greff et al. 2017): no input gate of its own, i = 1 - f."""
+    f, g, o = (xw + F.linear(h, w_hh, b_hh)).chunk(3, dim=-1)
+    f, g, o = torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+    c = f * c + (1 - f) * g
+    if gates is not None:
+        gates.append({"forget_gate": f, "output_gate": o})
+    return o * torch.tanh(c), c
+
+
+def no_output_gate_lstm_step(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor,
+                             gates: list | None = None) -> tuple[Tensor, Tensor]:
+    """LSTM without its output gate (Greff et al.'s NOG): h' = tanh(c')."""
+    i, f, g = (xw + F.linear(h, w_hh, b_hh)).chunk(3, dim=-1)
+    i, f, g = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)
+    c = f * c + i * g
+    if gates is not None:
+        gates.append({"input_gate": i, "forget_gate": f})
+    return torch.tanh(c), c
+
+
+def no_forget_gate_lstm_step(xw: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor,
+                             gates: list | None = None) -> tuple[Tensor, Tensor]:
+    """LSTM without a forget gate (Greff et al.'s NFG, the 1997 LSTM): c' = c + i * g."""
+    i, g, o = (xw + F.linear(h, w_hh, b_hh)).chunk(3, dim=-1)
+    i, g, o = torch.sigmoid(i), torch.tanh(g), torch.sigmoid(o)
+    c = c + i * g
+    if gates is not None:
+        gates.append({"input_gate": i, "output_gate": o})
+    return o * torch.tanh(c), c
+
+
 def gru_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, gates: list | None = None) -> Tensor:
     """GRU (Cho et al. 2014, in the cuDNN/torch form where the reset gate scales W_hn h + b_hn):
     r = σ(W_ir x + b_ir + W_hr h + b_hr),  z = σ(W_iz x + b_iz + W_hz h + b_hz),
@@ -76,9 +133,84 @@ def gru_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, gates: list | No
     return (1 - z) * n + z * h
 
 
+def cho_gru_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, gates: list | None = None) -> Tensor:
+    """GRU as Cho et al. 2014 write it: the reset gate scales h before the recurrent matrix,
+    n = tanh(W_in x + b_in + W_hn (r * h) + b_hn); r, z and h' as in `gru_step` (z keeps the old h)."""
+    x_r, x_z, x_n = xw.chunk(3, dim=-1)
+    w_rz, w_n = w_hh.split([2 * h.shape[-1], h.shape[-1]])
+    b_rz, b_n = b_hh.split([2 * h.shape[-1], h.shape[-1]])
+    h_r, h_z = F.linear(h, w_rz, b_rz).chunk(2, dim=-1)
+    r = torch.sigmoid(x_r + h_r)
+    z = torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + F.linear(r * h, w_n, b_n))
+    if gates is not None:
+        gates.append({"reset_gate": r, "update_gate": z})
+    return (1 - z) * n + z * h
+
+
+def mgu_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, gates: list | None = None) -> Tensor:
+    """Minimal gated unit (Zhou et al. 2016): one forget gate f does the work of the GRU's two,
+    f = σ(W_if x + b_if + W_hf h + b_hf),  n = tanh(W_in x + b_in + W_hn (f * h) + b_hn),
+    h' = (1 - f) * h + f * n."""
+    x_f, x_n = xw.chunk(2, dim=-1)
+    w_f, w_n = w_hh.chunk(2)
+    b_f, b_n = b_hh.chunk(2)
+    f = torch.sigmoid(x_f + F.linear(h, w_f, b_f))
+    n = torch.tanh(x_n + F.linear(f * h, w_n, b_n))
+    if gates is not None:
+        gates.append({"forget_gate": f})
+    return (1 - f) * h + f * n
+
+
+LSTM_STEPS = {"standard": lstm_step, "cifg": cifg_lstm_step, "no_output_gate": no_output_gate_lstm_step,
+              "no_forget_gate": no_forget_gate_lstm_step}
+ONE_STATE_STEPS = {("gru", "standard"): gru_step, ("gru", "cho"): cho_gru_step, ("mgu", "standard"): mgu_step}
+
+
+def step_function(cell: str, variant: str, params: dict[str, Tensor], act: Callable, combine: str = "sum"
+                  ) -> Callable[..., tuple[Tensor, Tensor | None]]:
+    """One step of a cell and variant with its recurrent parameters bound: (xw, h, c, gates) ->
+    (h', c'), c None for cells without a cell state."""
+    w_hh, b_hh = params["weight_hh"], params["bias_hh"]
+    if cell == "lstm":
+        if variant == "peephole":
+            peep = params["weight_peephole"]
+            return lambda xw, h, c, gates: peephole_lstm_step(xw, h, c, w_hh, b_hh, peep, gates)
+        step = LSTM_STEPS[variant]
+        return lambda xw, h, c, gates: step(xw, h, c, w_hh, b_hh, gates)
+    if cell in ("gru", "mgu"):
+        one = ONE_STATE_STEPS[(cell, variant)]
+        return lambda xw, h, c, gates: (one(xw, h, w_hh, b_hh, gates), None)
+    if combine == "product":
+        return lambda xw, h, c, gates: (rnn_product_step(xw, h, w_hh, b_hh, act), None)
+    if combine == "concat":
+        w_mix = params["weight_mix"]
+        return lambda xw, h, c, gates: (rnn_concat_step(xw, h, w_hh, b_hh, act, w_mix), None)
+    return lambda xw, h, c, gates: (rnn_step(xw, h, w_hh, b_hh, act), None)
+
+
+def initialise(module: nn.Module, cell: str, variant: str, hidden_size: int, suffixes: list[str]) -> None:
+    """The initialisation beyond torch's uniform ±1/√H: LSTM forget-gate bias 1 (Gers et al.;
+    Jozefowicz et al. 2015), the IRNN's identity recurrent matrix and zero biases (Le et al. 2015)."""
+    rows = GATE_ROWS[(cell, variant)]
+    with torch.no_grad():
+        for sfx in suffixes:
+            if cell == "lstm" and "f" in rows:
+                # b_ih + b_hh is the gate's bias: put the 1 in b_ih and zero b_hh's forget slice.
+                forget = slice(rows.index("f") * hidden_size, (rows.index("f") + 1) * hidden_size)
+                getattr(module, f"bias_ih{sfx}")[forget] = 1.0
+                getattr(module, f"bias_hh{sfx}")[forget] = 0.0
+            if variant == "irnn":
+                getattr(module, f"weight_hh{sfx}").copy_(torch.eye(hidden_size))
+                getattr(module, f"bias_ih{sfx}").zero_()
+                getattr(module, f"bias_hh{sfx}").zero_()
+
+
 class ScratchRNN(nn.Module):
     """A stack of recurrent layers run step by step in Python, one readable equation per step;
-    optionally bidirectional (a second RNN reads each sequence backwards; outputs concatenated)."""
+    optionally bidirectional (a second RNN reads each sequence backwards; outputs concatenated).
+    `cell` is rnn, lstm, gru or mgu with a `variant` of GATE_ROWS, or "custom" with `custom` a
+    class of your own: built as custom(input_size, hidden_size), stepped as h' = cell(x, h)."""
 
     def __init__(
         self,
@@ -90,35 +222,44 @@ class ScratchRNN(nn.Module):
         combine: str = "sum",
         dropout: float = 0.0,
         bidirectional: bool = False,
+        variant: str = "standard",
+        custom: type | None = None,
     ) -> None:
         super().__init__()
-        if cell not in GATES:
-            raise ValueError(f"unknown cell {cell!r}; choose from {sorted(GATES)}")
+        if cell != "custom" and (cell, variant) not in GATE_ROWS:
+            raise ValueError(f"unknown cell {cell!r} with variant {variant!r}; choose from {sorted(GATE_ROWS)}")
         if combine != "sum" and cell != "rnn":
             raise ValueError(f"combine={combine!r} is defined for the vanilla rnn cell only, not {cell!r}")
         if combine not in COMBINES:
             raise ValueError(f"unknown combine {combine!r}; choose from {list(COMBINES)}")
-        self.cell, self.combine, self.activation = cell, combine, activation
+        self.cell, self.variant, self.combine, self.activation = cell, variant, combine, activation
         self.act = ACTIVATIONS[activation]
         self.hidden_size, self.num_layers, self.dropout = hidden_size, num_layers, dropout
         self.directions = ["", "_reverse"] if bidirectional else [""]
         # Set to a dict by rnnexp.diagnostics: each layer's hidden states and gates of the next forward.
         self.probe: dict[str, dict] | None = None
-        rows = GATES[cell] * hidden_size
+        layer_inputs = [input_size] + [hidden_size * len(self.directions)] * (num_layers - 1)
+        if cell == "custom":  # one cell of yours per layer and direction, its parameters its own
+            self.cells = nn.ModuleDict({f"l{layer}{sfx}": custom(size, hidden_size)
+                                        for layer, size in enumerate(layer_inputs) for sfx in self.directions})
+            return
+        rows = len(GATE_ROWS[(cell, variant)]) * hidden_size
         # Registered in torch's order (per layer and direction: w_ih, w_hh, b_ih, b_hh) so that
         # reset_parameters draws the same random numbers as nn.RNN/LSTM/GRU does.
-        for layer in range(num_layers):
-            layer_input = input_size if layer == 0 else hidden_size * len(self.directions)
+        for layer, size in enumerate(layer_inputs):
             for sfx in self.directions:
-                self.register_parameter(f"weight_ih_l{layer}{sfx}", nn.Parameter(torch.empty(rows, layer_input)))
+                self.register_parameter(f"weight_ih_l{layer}{sfx}", nn.Parameter(torch.empty(rows, size)))
                 self.register_parameter(f"weight_hh_l{layer}{sfx}", nn.Parameter(torch.empty(rows, hidden_size)))
                 self.register_parameter(f"bias_ih_l{layer}{sfx}", nn.Parameter(torch.empty(rows)))
                 self.register_parameter(f"bias_hh_l{layer}{sfx}", nn.Parameter(torch.empty(rows)))
-        if combine == "concat":
-            for layer in range(num_layers):
-                for sfx in self.directions:
+        for layer in range(num_layers):
+            for sfx in self.directions:
+                if combine == "concat":
                     w_mix = nn.Parameter(torch.empty(hidden_size, 2 * hidden_size))
                     self.register_parameter(f"weight_mix_l{layer}{sfx}", w_mix)
+                if variant == "peephole":  # p_i, p_f, p_o
+                    peephole = nn.Parameter(torch.empty(3 * hidden_size))
+                    self.register_parameter(f"weight_peephole_l{layer}{sfx}", peephole)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -159,18 +300,21 @@ class ScratchRNN(nn.Module):
     def _run(self, x: Tensor, h: Tensor, c: Tensor | None, name: str, mask: Tensor | None
              ) -> tuple[Tensor, Tensor, Tensor | None]:
         """One direction of one layer over time."""
-        w_ih, w_hh = getattr(self, f"weight_ih_{name}"), getattr(self, f"weight_hh_{name}")
-        b_ih, b_hh = getattr(self, f"bias_ih_{name}"), getattr(self, f"bias_hh_{name}")
-        xw_all = F.linear(x, w_ih, b_ih)  # every step's input projection in one matmul
-        step = self._rnn_or_gru_step(name)
+        if self.cell == "custom":
+            cell = self.cells[name]
+            xw_all, step = x, (lambda x_t, h, c, gates: (cell(x_t, h), None))
+        else:
+            params = {key: getattr(self, f"{key}_{name}") for key in ("weight_hh", "bias_hh", "weight_mix",
+                                                                       "weight_peephole")
+                      if hasattr(self, f"{key}_{name}")}
+            step = step_function(self.cell, self.variant, params, self.act, self.combine)
+            # every step's input projection in one matmul
+            xw_all = F.linear(x, getattr(self, f"weight_ih_{name}"), getattr(self, f"bias_ih_{name}"))
         outputs = []
         gates = None if self.probe is None else []
         # unbind, not x[t]: indexing makes backward quadratic in T
         for t, xw in enumerate(xw_all.unbind(0)):
-            if self.cell == "lstm":
-                h_new, c_new = lstm_step(xw, h, c, w_hh, b_hh, gates)
-            else:
-                h_new, c_new = step(xw, h, w_hh, b_hh, gates), None
+            h_new, c_new = step(xw, h, c, gates)
             if mask is None:
                 h, c = h_new, c_new
                 outputs.append(h)
@@ -182,17 +326,6 @@ class ScratchRNN(nn.Module):
         if self.probe is not None:
             self.probe[name] = {"h": outputs, "gates": gates}
         return torch.stack(outputs), h, c
-
-    def _rnn_or_gru_step(self, name: str) -> Callable[..., Tensor]:
-        """The step of a gateless or GRU cell: (xw, h, w_hh, b_hh, gates) -> h'."""
-        if self.cell == "gru":
-            return gru_step
-        if self.combine == "product":
-            return lambda xw, h, w_hh, b_hh, _: rnn_product_step(xw, h, w_hh, b_hh, self.act)
-        if self.combine == "concat":
-            w_mix = getattr(self, f"weight_mix_{name}")
-            return lambda xw, h, w_hh, b_hh, _: rnn_concat_step(xw, h, w_hh, b_hh, self.act, w_mix)
-        return lambda xw, h, w_hh, b_hh, _: rnn_step(xw, h, w_hh, b_hh, self.act)
 
 
 def _reversal_index(mask: Tensor | None, x: Tensor) -> Tensor:
@@ -214,26 +347,27 @@ def make_rnn(
     combine: str = "sum",
     dropout: float = 0.0,
     bidirectional: bool = False,
+    variant: str = "standard",
+    custom: type | None = None,
 ) -> nn.Module:
     """The recurrent stack of `cell` in implementation `impl` ("scratch" or "fused"), initialised
-    identically in both; LSTM forget-gate biases start at 1 (Gers et al.; Jozefowicz et al. 2015)."""
+    identically in both (see `initialise`)."""
     if impl == "scratch":
         rnn: nn.Module = ScratchRNN(cell, input_size, hidden_size, num_layers, activation, combine, dropout,
-                                    bidirectional)
+                                    bidirectional, variant, custom)
     elif impl == "fused":
         if combine != "sum":
             raise ValueError(f"combine={combine!r} exists on the scratch path only (cell.impl=scratch)")
+        if (cell, variant) not in FUSED_VARIANTS:
+            raise ValueError(f"{cell} {variant} has no fused kernel (cell.impl=scratch)")
         fused = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
         kwargs = {"nonlinearity": activation} if cell == "rnn" else {}
         rnn = fused(input_size, hidden_size, num_layers, dropout=dropout, bidirectional=bidirectional, **kwargs)
     else:
         raise ValueError(f"unknown cell implementation {impl!r}; choose 'scratch' or 'fused'")
-    if cell == "lstm":
-        with torch.no_grad():
-            for name, bias in rnn.named_parameters():
-                # b_ih + b_hh is the gate's bias: put the 1 in b_ih and zero b_hh's forget slice.
-                if name.startswith("bias_"):
-                    bias[hidden_size : 2 * hidden_size].fill_(1.0 if name.startswith("bias_ih") else 0.0)
+    if cell != "custom":
+        directions = ["", "_reverse"] if bidirectional else [""]
+        initialise(rnn, cell, variant, hidden_size, [f"_l{k}{d}" for k in range(num_layers) for d in directions])
     return rnn
 
 
@@ -241,37 +375,41 @@ class ScratchCell(nn.Module):
     """One step of a cell from its equations, with torch's cell parameter names (nn.RNNCell,
     nn.LSTMCell, nn.GRUCell): for architectures that choose each step's inputs themselves."""
 
-    def __init__(self, cell: str, input_size: int, hidden_size: int, activation: str = "tanh") -> None:
+    def __init__(self, cell: str, input_size: int, hidden_size: int, activation: str = "tanh",
+                 variant: str = "standard") -> None:
         super().__init__()
-        rows = GATES[cell] * hidden_size
-        self.cell, self.hidden_size, self.act = cell, hidden_size, ACTIVATIONS[activation]
+        rows = len(GATE_ROWS[(cell, variant)]) * hidden_size
+        self.cell, self.variant, self.hidden_size, self.act = cell, variant, hidden_size, ACTIVATIONS[activation]
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
         self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
         self.bias_ih = nn.Parameter(torch.empty(rows))
         self.bias_hh = nn.Parameter(torch.empty(rows))
+        if variant == "peephole":
+            self.weight_peephole = nn.Parameter(torch.empty(3 * hidden_size))
         bound = 1.0 / math.sqrt(hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
 
     def forward(self, x: Tensor, state: State) -> State:
-        xw = F.linear(x, self.weight_ih, self.bias_ih)
-        if self.cell == "lstm":
-            return lstm_step(xw, state[0], state[1], self.weight_hh, self.bias_hh)
-        if self.cell == "gru":
-            return gru_step(xw, state, self.weight_hh, self.bias_hh)
-        return rnn_step(xw, state, self.weight_hh, self.bias_hh, self.act)
+        params = {key: getattr(self, key) for key in ("weight_hh", "bias_hh", "weight_peephole") if hasattr(self, key)}
+        step = step_function(self.cell, self.variant, params, self.act)
+        h, c = state if self.cell == "lstm" else (state, None)
+        h, c = step(F.linear(x, self.weight_ih, self.bias_ih), h, c, None)
+        return (h, c) if self.cell == "lstm" else h
 
 
-def make_cell(cell: str, impl: str, input_size: int, hidden_size: int, activation: str = "tanh") -> nn.Module:
-    """A single cell: ours (`scratch`) or torch's nn.RNNCell/LSTMCell/GRUCell (`fused`), same
-    parameters from the same seed; LSTM forget-gate bias 1."""
+def make_cell(cell: str, impl: str, input_size: int, hidden_size: int, activation: str = "tanh",
+              variant: str = "standard", custom: type | None = None) -> nn.Module:
+    """A single cell: ours (`scratch`), torch's nn.RNNCell/LSTMCell/GRUCell (`fused`), same
+    parameters from the same seed, or yours (`custom`: custom(input_size, hidden_size))."""
+    if cell == "custom":
+        return custom(input_size, hidden_size)
     if impl == "scratch":
-        module: nn.Module = ScratchCell(cell, input_size, hidden_size, activation)
+        module: nn.Module = ScratchCell(cell, input_size, hidden_size, activation, variant)
     else:
+        if (cell, variant) not in FUSED_VARIANTS:
+            raise ValueError(f"{cell} {variant} has no fused kernel (cell.impl=scratch)")
         fused = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell]
         module = fused(input_size, hidden_size, **({"nonlinearity": activation} if cell == "rnn" else {}))
-    if cell == "lstm":
-        with torch.no_grad():
-            module.bias_ih[hidden_size : 2 * hidden_size].fill_(1.0)
-            module.bias_hh[hidden_size : 2 * hidden_size].zero_()
+    initialise(module, cell, variant, hidden_size, [""])
     return module

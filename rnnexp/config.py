@@ -20,7 +20,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from rnnexp import schema
 from rnnexp.errors import ConfigError
 
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru", "mgu", "custom")
 IMPLS = ("fused", "scratch")
 ACTIVATIONS = ("tanh", "relu")
 COMBINES = ("sum", "concat", "product")
@@ -58,6 +58,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"cell.impl must be fused or scratch, got {cell['impl']!r}")
     if cell["name"] == "rnn" and cell["activation"] not in ACTIVATIONS:
         raise ConfigError(f"cell.activation must be tanh or relu, got {cell['activation']!r}")
+    _validate_cell(cell)
     if arch["combine"] not in COMBINES:
         raise ConfigError(f"arch.combine must be one of {', '.join(COMBINES)}, got {arch['combine']!r}")
     if arch["combine"] != "sum" and cell["name"] != "rnn":
@@ -284,3 +285,46 @@ def accepted_arguments(target: Any, skip_first: bool = False) -> tuple[set[str] 
         if not getattr(function, "__module__", "").startswith("rnnexp."):
             return None, required  # a library's **kwargs: anything may be meant
     return None, required
+
+
+def _validate_cell(cell: dict[str, Any]) -> None:
+    from rnnexp.cells import FUSED_VARIANTS, VARIANTS
+
+    name = cell["name"]
+    if name == "custom":
+        if cell["impl"] != "scratch":
+            raise ConfigError("cell=custom runs your equations step by step: cell.impl must be scratch")
+        _check_custom_cell(cell["_target_"], cell["hidden_size"])
+        return
+    if cell["variant"] not in VARIANTS[name]:
+        raise ConfigError(f"cell.variant must be one of {', '.join(VARIANTS[name])} for cell={name}, "
+                          f"got {cell['variant']!r}")
+    if cell["impl"] == "fused" and (name, cell["variant"]) not in FUSED_VARIANTS:
+        what = f"cell={name}" if cell["variant"] == "standard" else f"cell.variant={cell['variant']}"
+        raise ConfigError(f"{what} has no fused kernel: add cell.impl=scratch")
+    if cell["variant"] == "irnn" and cell["activation"] != "relu":
+        raise ConfigError("cell.variant=irnn is a ReLU RNN with an identity recurrent matrix: add cell.activation=relu")
+
+
+def _check_custom_cell(target: str, hidden_size: int) -> None:
+    """A custom cell must import, build as cls(input_size, hidden_size), and step (x, h) -> h."""
+    import torch
+    from hydra.utils import get_object
+
+    try:
+        cls = get_object(target)
+    except Exception:
+        raise ConfigError(f"cell._target_={target} cannot be imported: no such class") from None
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise ConfigError(f"cell._target_={target} is not a torch.nn.Module class")
+    try:
+        cell = cls(3, hidden_size)
+        h = cell(torch.zeros(2, 3), torch.zeros(2, hidden_size))
+    except Exception as e:
+        raise ConfigError(f"cell._target_={target} must be built as {cls.__name__}(input_size, hidden_size) and "
+                          f"step as h = cell(x, h); trying it gave {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(h, torch.Tensor) or tuple(h.shape) != (2, hidden_size):
+        shape = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+        raise ConfigError(f"cell._target_={target} must return the next h, shaped (batch, hidden_size) = "
+                          f"(2, {hidden_size}) here; it returned {shape}")

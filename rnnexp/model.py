@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from hydra.utils import get_class
 from torch import Tensor, nn
 
 from rnnexp.cells import State, make_cell, make_rnn
@@ -51,12 +52,19 @@ class ResidualStack(nn.Module):
         return x, join_states(states)
 
 
+def cell_kind(cell: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of make_rnn and make_cell that a `cell` config names: which cell, its variant,
+    implementation and activation, or the class of a custom cell (`cell._target_`)."""
+    custom = get_class(cell["_target_"]) if cell["name"] == "custom" else None
+    return dict(cell=cell["name"], impl=cell["impl"], activation=cell.get("activation", "tanh"),
+                variant=cell.get("variant", "standard"), custom=custom)
+
+
 def make_recurrent(cell: dict[str, Any], arch: dict[str, Any], input_size: int) -> nn.Module:
     """The recurrent stack an `arch` config describes, of `cell`: one layer (arch1), several with
     dropout and optional residual connections (deep), one or several bidirectional (bidirectional)."""
     num_layers, bidirectional = arch.get("num_layers", 1), arch["name"] == "bidirectional"
-    layer = dict(cell=cell["name"], impl=cell["impl"], hidden_size=cell["hidden_size"],
-                 activation=cell.get("activation", "tanh"), combine=arch.get("combine", "sum"),
+    layer = dict(**cell_kind(cell), hidden_size=cell["hidden_size"], combine=arch.get("combine", "sum"),
                  bidirectional=bidirectional)
     if arch.get("residual") and num_layers > 1:
         return ResidualStack(num_layers, arch["dropout"], input_size=input_size, directions=1 + bidirectional,
@@ -97,8 +105,7 @@ class OutputFeedbackLM(nn.Module):
         self.embedding = nn.Embedding(vocab_size, arch["embedding_dim"])
         # Row vocab_size is "no output yet", a fixed zero vector, for the very first step.
         self.feedback = nn.Embedding(vocab_size + 1, cell["hidden_size"], padding_idx=vocab_size)
-        self.cell = make_cell(cell["name"], cell["impl"], arch["embedding_dim"], cell["hidden_size"],
-                              cell.get("activation", "tanh"))
+        self.cell = make_cell(input_size=arch["embedding_dim"], hidden_size=cell["hidden_size"], **cell_kind(cell))
         self.dropout = nn.Dropout(arch["dropout"])
         self.head = nn.Linear(cell["hidden_size"], vocab_size)
 

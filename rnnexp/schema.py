@@ -70,15 +70,24 @@ class Train:
 # --- cell ----------------------------------------------------------------------------------------
 
 @dataclass
-class GatedCell:  # lstm, gru
+class GatedCell:  # lstm, gru, mgu
     name: str
     impl: str
     hidden_size: int
+    variant: str
 
 
 @dataclass
 class VanillaCell(GatedCell):  # rnn
     activation: str
+
+
+@dataclass
+class CustomCell:
+    name: str
+    _target_: str
+    impl: str
+    hidden_size: int
 
 
 # --- arch ----------------------------------------------------------------------------------------
@@ -207,7 +216,7 @@ class ParallelText:
 
 # Each group's options, by the `name` key they set.
 GROUPS: dict[str, dict[str, type]] = {
-    "cell": {"rnn": VanillaCell, "lstm": GatedCell, "gru": GatedCell},
+    "cell": {"rnn": VanillaCell, "lstm": GatedCell, "gru": GatedCell, "mgu": GatedCell, "custom": CustomCell},
     "arch": {"arch1": Arch1, "deep": Deep, "bidirectional": Deep, "arch2": Arch2, "seq2seq": Seq2Seq},
     "tokenizer": {"char": Tokenizer, "byte": Tokenizer, "word": WordTokenizer},
     "data": {

@@ -24,6 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnnexp.cells import ScratchRNN, make_cell, make_rnn
 from rnnexp.data import read_source
 from rnnexp.errors import DataError
+from rnnexp.model import cell_kind
 from rnnexp.tasks.base import Task, TaskData
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
@@ -175,19 +176,19 @@ class AdditiveAttention(nn.Module):
 class Seq2Seq(nn.Module):
     def __init__(self, vocab_size: int, cell: dict[str, Any], arch: dict[str, Any]) -> None:
         super().__init__()
-        name, impl, act = cell["name"], cell["impl"], cell.get("activation", "tanh")
-        self.is_lstm, self.context_mode = name == "lstm", arch["context"]
+        kind = cell_kind(cell)
+        self.is_lstm, self.context_mode = cell["name"] == "lstm", arch["context"]
         emb, dec = arch["embedding_dim"], cell["hidden_size"]
         enc = arch["encoder_hidden_size"] or dec
         directions = 2 if arch["encoder_bidirectional"] else 1
         self.embedding = nn.Embedding(vocab_size, emb, padding_idx=0)
-        self.encoder = make_rnn(name, impl, emb, enc, 1, act, bidirectional=directions == 2)
+        self.encoder = make_rnn(input_size=emb, hidden_size=enc, bidirectional=directions == 2, **kind)
         # The learned bridge from the encoder's final state (both directions) to the decoder's size.
         self.bridge = nn.Linear(enc * directions, dec)
         every_step = self.context_mode in ("every_step", "both")
         self.attention = AdditiveAttention(dec, enc * directions, dec) if arch["attention"] else None
         cell_input = emb + dec * every_step + enc * directions * (self.attention is not None)
-        self.decoder = make_cell(name, impl, cell_input, dec, act)
+        self.decoder = make_cell(input_size=cell_input, hidden_size=dec, **kind)
         self.dropout = nn.Dropout(arch["dropout"])
         self.head = nn.Linear(dec + enc * directions * (self.attention is not None), vocab_size)
 

@@ -20,14 +20,15 @@ OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from rnnexp.errors import RnnexpError
+    from rnnexp.errors import RnnexpError, TrainingDiverged
     from rnnexp.train import train  # torch and Lightning load here, not for --help
 
     silence_known_noise()
     try:
         return train(cfg)
     except RnnexpError as e:
-        discard_unfinished_run(Path(cfg.run_dir))
+        if not isinstance(e, TrainingDiverged):  # refused before training: leave nothing behind
+            discard_unfinished_run(Path(cfg.run_dir))
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
@@ -39,7 +40,7 @@ def discard_unfinished_run(run_dir: Path) -> None:
 
     if run_dir.is_dir() and not (run_dir / "checkpoints").exists() and not any(run_dir.glob("events.out.*")):
         shutil.rmtree(run_dir, ignore_errors=True)
-    elif HydraConfig.get().output_subdir.startswith(".hydra/resumes/"):
+    elif (HydraConfig.get().output_subdir or "").startswith(".hydra/resumes/"):
         record = run_dir / HydraConfig.get().output_subdir
         shutil.rmtree(record, ignore_errors=True)
         if not any(record.parent.iterdir()):
@@ -59,5 +60,25 @@ def silence_known_noise() -> None:
         lambda record: "try installing [litlogger]" not in record.getMessage())
 
 
+def refuse_unknown_options(args: list[str]) -> None:
+    """`optim=adagrad` where conf/optim/ has no adagrad.yaml: one line and exit status 2, with the
+    closest option, before Hydra composes anything (its own error is a paragraph and status 1)."""
+    import difflib
+
+    conf = Path(__file__).resolve().parent / "conf"
+    for arg in args:
+        group, _, value = arg.lstrip("+~").partition("=")
+        if arg.startswith("-") or not value or "(" in value or not group.isidentifier() or not (conf / group).is_dir():
+            continue  # not a group choice (a key, a sweep function, a Hydra flag)
+        options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+        for choice in value.split(","):  # a multirun lists several
+            if choice not in (*options, "null"):
+                close = difflib.get_close_matches(choice, options, n=1)
+                hint = f"did you mean {group}={close[0]}?" if close else f"the options are {', '.join(options)}"
+                print(f"error: {group}={choice} does not exist (conf/{group}/); {hint}", file=sys.stderr)
+                sys.exit(2)
+
+
 if __name__ == "__main__":
+    refuse_unknown_options(sys.argv[1:])
     main()

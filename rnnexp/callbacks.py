@@ -77,6 +77,13 @@ class EarlyStop(EarlyStopping):
         super().__init__(patience=0 if patience is None else patience, **kwargs)
         self.enabled = patience is not None
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A resume keeps its counters (waits, best score), but the settings are this run's: a
+        resume may turn early stopping on or change its patience."""
+        patience = self.patience
+        super().load_state_dict(state_dict)
+        self.patience = patience
+
     def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
         if not self.enabled:
             return

@@ -145,13 +145,22 @@ def check_fits(checkpoint: dict[str, Any], path: Path, config: dict[str, Any], v
 # What a resume may change: how long it trains, how it logs and shows progress, where files are.
 # Everything else (model, data, optimisation) must be the checkpoint's own.
 RESUME_MAY_CHANGE = (
-    "ckpt_path", "init_from", "run_dir", "data_dir", "data.path", "cache_dir", "sample.", "logger.",
+    "ckpt_path", "init_from", "run_dir", "data_dir", "cache_dir", "sample.", "logger.",
     "callbacks.progress_bar", "callbacks.diagnostics.", "diagnostics.",
     "callbacks.early_stop.", "callbacks.model_checkpoint.every_n_steps", "trainer.max_steps", "trainer.max_time",
     "trainer.max_epochs", "trainer.val_check_interval", "trainer.log_every_n_steps", "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "trainer.num_sanity_val_steps", "trainer.accelerator", "trainer.devices",
     "trainer.profiler",
 )
+
+
+def may_change(key: str, saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether a resume may change this (flattened) key: RESUME_MAY_CHANGE, whole groups named
+    there (`logger=none`), and a cosine schedule's length where it follows trainer.max_steps."""
+    if key.startswith(RESUME_MAY_CHANGE) or any(key == allowed.rstrip(".") for allowed in RESUME_MAY_CHANGE):
+        return True
+    follows_budget = saved.get(key) == saved.get("trainer.max_steps") and now.get(key) == now.get("trainer.max_steps")
+    return key == "sched.total_steps" and follows_budget
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -171,7 +180,7 @@ def check_same_settings(checkpoint: dict[str, Any], path: Path, config: dict[str
     differences = [
         f"{key}={now.get(key, absent)} (checkpoint: {saved.get(key, absent)})"
         for key in sorted(saved.keys() | now.keys())
-        if not key.startswith(RESUME_MAY_CHANGE) and saved.get(key, absent) != now.get(key, absent)
+        if not may_change(key, saved, now) and saved.get(key, absent) != now.get(key, absent)
     ]
     if differences:
         raise CheckpointError(

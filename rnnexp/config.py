@@ -126,7 +126,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"optim.momentum must be >= 0, got {cfg['optim']['momentum']!r}")
     if cfg["ckpt_path"] is not None and cfg["init_from"] is not None:
         raise ConfigError("give ckpt_path (resume a run) or init_from (a new run from a checkpoint's weights), "
-                          "not both")
+                          "not both: a run that started with init_from resumes with ckpt_path alone")
     _validate_schedule(cfg)
     limit = cfg["trainer"].get("limit_val_batches", 1.0)
     if limit is not None and limit <= 0:
@@ -169,9 +169,11 @@ def _validate_schedule(cfg: dict[str, Any]) -> None:
                 sched["total_steps"] <= 0:
             raise ConfigError(f"sched=cosine needs sched.total_steps > 0 (it follows trainer.max_steps, here "
                               f"{trainer['max_steps']}): set trainer.max_steps or sched.total_steps")
-        if not 0 <= sched["warmup_steps"] < sched["total_steps"]:
-            raise ConfigError(f"sched.warmup_steps must be in [0, total_steps), got {sched['warmup_steps']!r}")
+        if not isinstance(sched["warmup_steps"], int) or sched["warmup_steps"] < 0:
+            raise ConfigError(f"sched.warmup_steps must be an integer >= 0, got {sched['warmup_steps']!r}")
     if target.endswith("ReduceLROnPlateau"):
+        if sched.get("mode", "min") != "min":
+            raise ConfigError(f"sched.mode must be min: the plateau schedule follows val/loss, got {sched['mode']!r}")
         every, max_steps = trainer.get("val_check_interval"), trainer.get("max_steps", -1)
         if not isinstance(every, int) or (max_steps > 0 and every >= max_steps):
             raise ConfigError(
@@ -217,8 +219,10 @@ def check_keys(cfg: dict[str, Any]) -> None:
     _check_schema(cfg, schema.Train, "", "the top level")
     for group, options in schema.GROUPS.items():
         name = cfg[group].get("name")
-        if name in options:
-            _check_schema(cfg[group], options[name], f"{group}.", f"{group}={name}")
+        if name not in options:
+            raise ConfigError(f"{group}.name must be one of {', '.join(options)}, got {name!r}: "
+                              f"pick one with {group}=...")
+        _check_schema(cfg[group], options[name], f"{group}.", f"{group}={name}")
     _check_target(cfg["optim"], "optim", skip_first=True, ours=("default_lr",), given=("lr",))
     if cfg["sched"].get("_target_") is not None:
         _check_target(cfg["sched"], "sched", skip_first=True)
@@ -264,6 +268,17 @@ def _check_target(values: dict[str, Any], section: str, skip_first: bool = False
                           f"add +{section}.{missing[0]}=...")
 
 
+# Library classes whose **kwargs go to one other class, checked against that class's arguments.
+KWARGS_GO_TO = {"pytorch_lightning.loggers.tensorboard.TensorBoardLogger.__init__":
+                "torch.utils.tensorboard.SummaryWriter"}
+
+
+def _import(path: str) -> Any:
+    from hydra.utils import get_object
+
+    return get_object(path)
+
+
 def accepted_arguments(target: Any, skip_first: bool = False) -> tuple[set[str] | None, list[str]]:
     """The keyword arguments a class or function takes (None: any, it has **kwargs), and the
     required ones. Our own subclasses that pass **kwargs on are followed to their parents."""
@@ -282,7 +297,10 @@ def accepted_arguments(target: Any, skip_first: bool = False) -> tuple[set[str] 
         required += [p.name for p in named if p.default is p.empty and p.name not in required]
         if not any(p.kind == p.VAR_KEYWORD for p in parameters):
             return names, required
-        if not getattr(function, "__module__", "").startswith("rnnexp."):
+        passed_on = KWARGS_GO_TO.get(f"{getattr(function, '__module__', '')}.{function.__qualname__}")
+        if passed_on is not None:  # e.g. TensorBoardLogger hands **kwargs to SummaryWriter
+            functions[depth + 1:] = [_import(passed_on).__init__]
+        elif not getattr(function, "__module__", "").startswith("rnnexp."):
             return None, required  # a library's **kwargs: anything may be meant
     return None, required
 

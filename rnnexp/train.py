@@ -49,28 +49,32 @@ def train(cfg: DictConfig) -> float:
     from rnnexp.callbacks import resolve_monitor
     from rnnexp.checkpoint import check_fits, check_same_settings, continues_run, find_checkpoint, load_checkpoint
     from rnnexp.download import resolve_cache_dir, resolve_data_dir
+    from rnnexp.errors import CheckpointError
     from rnnexp.tasks import task_class
 
     ckpt_path, checkpoint, purge_step = None, None, None
+    run_dir = Path(config["run_dir"]).resolve()
     if config["ckpt_path"] is not None:  # resume: the same run, its settings, where it stopped
         ckpt_path = find_checkpoint(config["ckpt_path"])
         checkpoint = load_checkpoint(ckpt_path)
         check_same_settings(checkpoint, ckpt_path, config)
+        budget = config["trainer"]["max_steps"]
+        if 0 < budget <= checkpoint["global_step"]:
+            raise CheckpointError(f"checkpoint {ckpt_path} is at step {checkpoint['global_step']} and "
+                                  f"trainer.max_steps={budget}: nothing left to train; give a larger trainer.max_steps")
 
     pl.seed_everything(config["seed"], workers=True)
     task_type = task_class(config)
     data = task_type.load_data(config, resolve_data_dir(config["data_dir"]), resolve_cache_dir(config["cache_dir"]))
     task = task_type(config, data.vocab.symbols)
     task.test_loader = data.test
-    run_dir = Path(config["run_dir"]).resolve()
 
     if ckpt_path is not None:
         check_fits(checkpoint, ckpt_path, config, data.vocab.symbols, task.state_dict())
-        if continues_run(ckpt_path):
+        if continues_run(ckpt_path) and ckpt_path.resolve().parent.parent == run_dir:
             # TensorBoard drops what an interrupted run logged after the checkpoint's step.
             purge_step = checkpoint["global_step"]
             task.continues_run = True
-            record_resume_overrides(run_dir)
         log.info("resuming from %s at step %d", ckpt_path.resolve(), checkpoint["global_step"])
         del checkpoint
     elif config["init_from"] is not None:  # a new run that starts from a checkpoint's weights
@@ -91,13 +95,18 @@ def train(cfg: DictConfig) -> float:
     if not config["trainer"].get("enable_progress_bar", True):  # one switch turns every bar off
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     precision = choose_precision(str(config["trainer"]["precision"]), config["trainer"]["accelerator"])
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, precision=precision)
+    # Without a checkpoint callback (callbacks.model_checkpoint=null), Lightning would add its own.
+    checkpointing = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, precision=precision,
+                                      enable_checkpointing=checkpointing)
     log.info(
         "training %s %s (%s, %s, %d parameters) on %s: %d train / %d validation batches, vocabulary %d",
         config["arch"]["name"], config["cell"]["name"], config["cell"]["impl"], trainer.precision,
         sum(p.numel() for p in task.parameters()), config["data"]["name"], len(data.train), len(data.valid),
         len(data.vocab),
     )
+    if task.continues_run:
+        record_resume_overrides(run_dir)
     # Lightning validates the final weights inside fit (see Task.on_train_batch_end), so the
     # checkpoints, the HParams tab and the progress bar all see the last validation.
     trainer.fit(task, data.train, data.valid, ckpt_path=ckpt_path, weights_only=True)

@@ -52,8 +52,8 @@ def plain_loop(config: dict, vocab_size: int, batches, steps: int) -> float:
         if config["clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config["clip"])
         optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step()  # a plateau schedule waits for validations, which this loop has none of
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start

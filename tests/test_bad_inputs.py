@@ -54,9 +54,9 @@ def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 TRAIN = ["data=text_file", "data.path={text}", *TINY_MODEL]
 CASES = [
     # (overrides, exit code, the message's line); {name} is filled in from the `files` fixture.
-    (["cell=transformer"], 1, "Could not find 'cell/transformer'"),
-    (["arch=arch9"], 1, "Could not find 'arch/arch9'"),
-    (["data=imagenet"], 1, "Could not find 'data/imagenet'"),
+    (["cell=transformer"], 2, "error: cell=transformer does not exist (conf/cell/); the options are custom, gru, "),
+    (["arch=arch9"], 2, "error: arch=arch9 does not exist (conf/arch/); did you mean arch=arch"),
+    (["data=imagenet"], 2, "error: data=imagenet does not exist (conf/data/); the options are addition, copy, "),
     ([*TRAIN, "unroll=0"], 2, "error: unroll must be a positive integer, got 0"),
     ([*TRAIN, "batch_size=-1"], 2, "error: batch_size must be a positive integer, got -1"),
     ([*TRAIN, "cell.hidden_size=0"], 2, "error: cell.hidden_size must be a positive integer, got 0"),
@@ -96,7 +96,7 @@ CASES = [
     ([*TRAIN, "ckpt_path={root}/tampered.ckpt"], 2,
      "error: checkpoint {root}/tampered.ckpt holds objects that would run code when loaded (posix.system); refused"),
     ([*TRAIN, "ckpt_path={root}/not_ours.ckpt"], 2, "error: {root}/not_ours.ckpt is not an rnnexp checkpoint"),
-    ([*TRAIN, "ckpt_path={good}", "data.path={root}/other_vocab.txt"], 2,
+    ([*TRAIN, "init_from={good}", "data.path={root}/other_vocab.txt"], 2,
      "error: checkpoint {good} was trained on another vocabulary"),
     ([*TRAIN, "ckpt_path={good}", "cell.hidden_size=32"], 2,
      "error: resuming {good} continues its run with its own settings, but this run differs: "
@@ -105,7 +105,8 @@ CASES = [
     ([*TRAIN, "init_from={good}", "cell.hidden_size=32"], 2,
      "error: checkpoint {good} has another model: cell.hidden_size=16 (this run: 32)"),
     ([*TRAIN, "ckpt_path={good}", "init_from={good}"], 2,
-     "error: give ckpt_path (resume a run) or init_from (a new run from a checkpoint's weights), not both"),
+     "error: give ckpt_path (resume a run) or init_from (a new run from a checkpoint's weights), not both: "
+     "a run that started with init_from resumes with ckpt_path alone"),
     ([*TRAIN, "ckpt_path={root}/plain_lightning.ckpt"], 2,
      "error: {root}/plain_lightning.ckpt is not an rnnexp checkpoint (it has no rnnexp config and vocabulary)"),
     # Keys that nothing reads are refused, with the closest real key.
@@ -120,8 +121,21 @@ CASES = [
      "error: unknown key 'callbacks.model_checkpoint.every_n_step'; did you mean "
      "'callbacks.model_checkpoint.every_n_steps'?"),
     # Optimizers and schedules: unknown names, targets, keys; schedules that cannot work.
-    ([*TRAIN, "optim=adagrad"], 1, "Could not find 'optim/adagrad'"),
-    ([*TRAIN, "sched=step"], 1, "Could not find 'sched/step'"),
+    ([*TRAIN, "optim=adagrad"], 2, "error: optim=adagrad does not exist (conf/optim/); the options are adam, adamw, "),
+    ([*TRAIN, "-m", "sched=none,step"], 2, "error: sched=step does not exist (conf/sched/); the options are cosine, "),
+    ([*TRAIN, "data.path={root}/other_vocab.txt", "ckpt_path={good}"], 2,
+     "this run differs: data.path={root}/other_vocab.txt (checkpoint: {root}/text.txt)"),
+    ([*TRAIN, "ckpt_path={good}", "trainer.max_steps=4"], 2,
+     "error: checkpoint {good} is at step 4 and trainer.max_steps=4: nothing left to train"),
+    ([*TRAIN, "sched=plateau", "sched.mode=max"], 2, "error: sched.mode must be min"),
+    ([*TRAIN, "data.name=imagenet"], 2, "error: data.name must be one of tinyshakespeare, "),
+    ([*TRAIN, "cell=lstm_peephole", "cell.impl=fused"], 2,
+     "error: cell.variant=peephole has no fused kernel: add cell.impl=scratch"),
+    ([*TRAIN, "cell=custom", "cell._target_=torch.nn.Linear"], 2,
+     "error: cell._target_=torch.nn.Linear must be built as Linear(input_size, hidden_size) and step as "
+     "h = cell(x, h)"),
+    ([*TRAIN, "+logger.tensorboard.flush_sec=5"], 2,
+     "error: unknown key 'logger.tensorboard.flush_sec'; did you mean 'logger.tensorboard.flush_secs'?"),
     ([*TRAIN, "optim._target_=torch.optim.Adamm"], 2,
      "error: optim._target_=torch.optim.Adamm cannot be imported: no such class or function"),
     ([*TRAIN, "optim._target_=torch.nn.Linear"], 2,

@@ -357,15 +357,19 @@ class Task(pl.LightningModule):
         }
 
     def _is_scheduled_validation(self) -> bool:
-        """Whether this step validates by the schedule (every val_check_interval steps, epoch ends)."""
-        every = self.trainer.val_check_batch
-        on_schedule = every != float("inf") and self.trainer.global_step % int(every) == 0
-        return on_schedule or self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        """Whether Lightning would validate at this batch by its schedule alone, as its
+        `_should_check_val_fx` decides with no stop requested (every val_check_interval batches,
+        counted across epochs; epoch ends only when validation is by epochs)."""
+        every, loop = self.trainer.val_check_batch, self.trainer.fit_loop.epoch_loop
+        if every == float("inf"):
+            return loop.batch_progress.is_last_batch
+        return (loop.total_batch_idx + 1) % int(every) == 0
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint["rnnexp"]
-        self.best_val_loss, self.best_score = saved["best_val_loss"], saved["best_score"]
-        self.best_step = saved.get("best_step", -1)
+        if self.continues_run:  # a resume into a new folder keeps its own best, as its best.ckpt does
+            self.best_val_loss, self.best_score = saved["best_val_loss"], saved["best_score"]
+            self.best_step = saved.get("best_step", -1)
         self._plateau_state = saved.get("plateau")  # configure_optimizers runs after this hook
         self.first_logged_loss = saved["first_logged_loss"]
         self._loss_sum, self._window_steps, _ = saved["log_window"]  # the clock restarts: so do its tokens

@@ -127,10 +127,14 @@ def test_csv_logger_writes_metrics_beside_tensorboard(tiny_text, tmp_path):
 
 
 def test_debug_fast_runs_a_few_steps_without_checkpoints(tiny_text, tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    train(tiny_run_config(tiny_text, run_dir, "debug=fast", "trainer.max_steps=5", "trainer.val_check_interval=5"))
+    from tests.helpers import compose_config
+
+    run_dir = tmp_path / "run"  # the preset's own trainer settings: none of the tiny runs' overrides
+    train(compose_config("data=text_file", f"data.path={tiny_text}", f"run_dir={run_dir}", "cell.hidden_size=16",
+                         "batch_size=4", "unroll=8", "debug=fast", "trainer.enable_progress_bar=false"))
     assert not (run_dir / "checkpoints").exists()
-    assert [step for step, _ in read_scalars(run_dir)["val/loss"]] == [4]  # after step 5
+    assert [step for step, _ in read_scalars(run_dir)["train/loss"]] == [0, 1, 2, 3, 4]
+    assert [step for step, _ in read_scalars(run_dir)["val/loss"]] == [1, 3, 4]  # after steps 2, 4, 5
     assert "(no checkpoint saved)" in capsys.readouterr().out
 
 

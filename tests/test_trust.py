@@ -168,3 +168,21 @@ def test_a_checkpoint_of_the_earlier_layout_samples_and_is_refused_for_resume_na
     with pytest.raises(CheckpointError, match=r"differs: optim._target_=torch.optim.Adam \(checkpoint: \(absent\)\), "
                                               r"optim.name=\(absent\) \(checkpoint: adam\)"):
         train(tiny_run_config(tiny_text, run_dir, "sample.length=0", f"ckpt_path={tmp_path}/old.ckpt"))
+
+
+def test_a_run_stopped_between_validations_resumes_without_logging_a_step_twice(tiny_text, tmp_path):
+    """Stopped at step 5 (validations every 2), the last checkpoint is written at the validation the
+    stop asked for; the resumed run logs steps 5..7 once each."""
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "trainer.max_steps=5", "sample.length=0"))
+    train(tiny_run_config(tiny_text, run_dir, "trainer.max_steps=8", "sample.length=0", f"ckpt_path={run_dir}"))
+    assert [s for s, _ in read_scalars(run_dir)["train/loss"]] == list(range(8))
+
+
+def test_early_stopping_turned_on_at_a_resume_uses_the_resumes_patience(tiny_text, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "sample.length=0"))  # early stopping off, 4 steps
+    train(tiny_run_config(tiny_text, run_dir, "sample.length=0", f"ckpt_path={run_dir}", "trainer.max_steps=20",
+                          "callbacks.early_stop.patience=2", "callbacks.early_stop.min_delta=100"))
+    # after the resume: step 6 sets the best, 8 and 10 do not improve by 100: patience 2 stops at 10
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 10

@@ -24,7 +24,8 @@ def test_help_does_not_import_torch_or_lightning():
         "print('heavy imports:', sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert "cell: gru, lstm, rnn" in result.stdout
+    assert "cell: custom, gru, gru_cho, irnn, lstm" in result.stdout
+    assert "optim: adam, adamw, rmsprop, sgd" in result.stdout and "debug: fast, overfit, profile" in result.stdout
     assert "heavy imports: []" in result.stdout
 
 

@@ -92,3 +92,12 @@ def tiny_seq2seq_config(run_dir: Path, *overrides: str) -> DictConfig:
         "arch=seq2seq", "data=reverse", f"run_dir={run_dir}", "data.train_batches=5", "data.valid_size=20",
         *(o for o in TINY_MODEL if not o.startswith("unroll=")), *overrides,
     )
+
+
+class MetricsOnDisk(pl.Callback):
+    """Fails the run if, at a batch's end, that step's train/loss is not yet in the event files."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        step = trainer.global_step - 1
+        logged = [s for s, _ in read_scalars(Path(pl_module.config["run_dir"])).get("train/loss", [])]
+        assert step in logged, f"step {step}'s train/loss is not on disk at its batch's end: {logged}"

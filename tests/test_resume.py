@@ -202,3 +202,13 @@ def resolve_config(tiny_text, tmp_path, *overrides):
     from rnnexp.train import resolve
 
     return resolve(tiny_run_config(tiny_text, tmp_path, *overrides))
+
+
+def test_a_steps_metrics_are_on_disk_before_its_checkpoint(tiny_text, tmp_path):
+    """Checkpoints are written at the end of a batch; a kill right after one must not lose that
+    step's training metrics, which a resume from it would never log again. The check runs at each
+    batch's end, before the checkpoint callback (Lightning runs those last)."""
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "trainer.max_steps=6", "callbacks.model_checkpoint.every_n_steps=1",
+                          "+callbacks.on_disk._target_=tests.helpers.MetricsOnDisk"))
+    assert [step for step, _ in read_scalars(run_dir)["train/loss"]] == list(range(6))

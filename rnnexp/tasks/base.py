@@ -184,11 +184,16 @@ class Task(pl.LightningModule):
         train_loss = self._loss_sum / max(self._window_steps, 1)
         elapsed = time.perf_counter() - self._window_start
         tokens_per_sec = self._window_tokens / elapsed
-        self.log_dict(norms)
-        self.log("train/loss", train_loss)
-        self.log("lr", optimizer.param_groups[0]["lr"])
-        self.log("perf/tokens_per_sec", tokens_per_sec)
-        self.progress_stats.update(loss=train_loss.item(), tok_per_s=tokens_per_sec)
+        # One copy to the host for every value; written and flushed now, at the step they describe,
+        # so they are on disk before this step's checkpoint (Lightning would write them after it,
+        # and a kill in between would lose them for good).
+        on_device = {**norms, "train/loss": train_loss}
+        metrics = dict(zip(on_device, torch.stack([v.float() for v in on_device.values()]).tolist(), strict=True))
+        metrics.update({"lr": optimizer.param_groups[0]["lr"], "perf/tokens_per_sec": tokens_per_sec})
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
+            logger.save()
+        self.progress_stats.update(loss=metrics["train/loss"], tok_per_s=tokens_per_sec)
         self._report_explosion(self.progress_stats["loss"])
         self._reset_log_window()
 

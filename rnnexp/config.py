@@ -135,6 +135,13 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"guard.on_nonfinite must be stop or skip, got {cfg['guard']['on_nonfinite']!r}")
     if not isinstance(cfg["guard"]["explode_factor"], int | float) or cfg["guard"]["explode_factor"] < 0:
         raise ConfigError(f"guard.explode_factor must be a number >= 0, got {cfg['guard']['explode_factor']!r}")
+    trainer = cfg["trainer"]
+    if trainer.get("gradient_clip_val") != (cfg["clip"] or None) and trainer.get("gradient_clip_val") != cfg["clip"]:
+        raise ConfigError("set the gradient clipping with the top-level clip, not trainer.gradient_clip_val "
+                          f"(clip={cfg['clip']}, trainer.gradient_clip_val={trainer.get('gradient_clip_val')})")
+    if trainer.get("gradient_clip_algorithm", "norm") != "norm":
+        raise ConfigError("clip clips the total gradient norm (trainer.gradient_clip_algorithm=norm); "
+                          f"got {trainer['gradient_clip_algorithm']!r}")
     every = cfg["diagnostics"]["every_n_steps"]
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise ConfigError(f"diagnostics.every_n_steps must be an integer >= 0 (0: off), got {every!r}")
@@ -331,8 +338,10 @@ def _check_custom_cell(target: str, hidden_size: int) -> None:
 
     try:
         cls = get_object(target)
-    except Exception:
-        raise ConfigError(f"cell._target_={target} cannot be imported: no such class") from None
+    except Exception as e:
+        cause = e.__cause__ or e  # Hydra wraps the import error: show the user's own
+        raise ConfigError(f"cell._target_={target} cannot be imported ({type(cause).__name__}: "
+                          f"{str(cause).splitlines()[0] if str(cause) else ''})") from None
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise ConfigError(f"cell._target_={target} is not a torch.nn.Module class")
     try:
@@ -342,7 +351,7 @@ def _check_custom_cell(target: str, hidden_size: int) -> None:
         raise ConfigError(f"cell._target_={target} must be built as {cls.__name__}(input_size, hidden_size) and "
                           f"step as h = cell(x, h); trying it gave {type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''}") from None
-    if not isinstance(h, torch.Tensor) or tuple(h.shape) != (2, hidden_size):
-        shape = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+    if not isinstance(h, torch.Tensor) or tuple(h.shape) != (2, hidden_size) or h.dtype != torch.float32:
+        got = f"{tuple(h.shape)} {h.dtype}" if isinstance(h, torch.Tensor) else type(h).__name__
         raise ConfigError(f"cell._target_={target} must return the next h, shaped (batch, hidden_size) = "
-                          f"(2, {hidden_size}) here; it returned {shape}")
+                          f"(2, {hidden_size}) here, in the dtype of its inputs (float32); it returned {got}")

@@ -77,11 +77,14 @@ def decode(task, args: argparse.Namespace) -> str:
 
     if args.source is None:
         raise DataError("a seq2seq checkpoint decodes a source string: give --source")
+    if args.top_k is not None:
+        raise DataError("--top-k samples a language model; a seq2seq model decodes greedily or by --beam")
+    task.eval()  # no dropout while decoding
     index = {symbol: i for i, symbol in enumerate(task.vocab)}
     unknown = sorted({c for c in args.source if c not in index or index[c] < 3})  # 0-2: <pad>, <s>, </s>
     if unknown or not args.source:
         raise DataError(f"--source must be made of this task's symbols ({''.join(task.vocab[3:])}), got {unknown}")
-    task.config["decode"]["beam_size"] = args.beam or task.config["decode"]["beam_size"]
+    task.config["decode"]["beam_size"] = 1 if args.greedy else args.beam or task.config["decode"]["beam_size"]
     source = torch.tensor([[index[c]] for c in args.source])
     output = task.decode(source, torch.tensor([len(args.source)]), 2 * len(args.source) + 10)
     return task._text(output[:, 0])

@@ -101,3 +101,14 @@ class MetricsOnDisk(pl.Callback):
         step = trainer.global_step - 1
         logged = [s for s, _ in read_scalars(Path(pl_module.config["run_dir"])).get("train/loss", [])]
         assert step in logged, f"step {step}'s train/loss is not on disk at its batch's end: {logged}"
+
+
+class DoubleCell(torch.nn.Module):
+    """A broken custom cell: it steps in float64, which the float32 layers after it cannot take."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.weight_hh = torch.nn.Parameter(torch.eye(hidden_size, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(h.double() @ self.weight_hh)

@@ -112,6 +112,8 @@ def test_forget_gate_bias_starts_at_one_in_every_variant_that_has_one():
     (["cell=custom", "cell._target_=math.sqrt"], "is not a torch.nn.Module class"),
     (["cell=custom", "cell._target_=torch.nn.Linear"], "must be built as Linear(input_size, hidden_size) and step"),
     (["cell=custom", "cell._target_=torch.nn.Identity"], "must be built as Identity(input_size, hidden_size)"),
+    (["cell=custom", "cell._target_=tests.helpers.DoubleCell"], "in the dtype of its inputs (float32); it returned "
+                                                                "(2, 16) torch.float64"),
 ])
 def test_bad_cells_are_refused_before_training(tiny_text, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -135,11 +137,16 @@ def test_a_custom_cell_trains_with_every_language_model_architecture_and_resumes
     assert [s for s, _ in read_scalars(run_dir)["train/loss"]] == list(range(6))
 
 
-def test_a_custom_cell_tags_segments_decodes_and_shows_in_the_dashboards(tiny_text, tmp_path):
+def test_a_custom_cell_tags_segments_decodes_resumes_and_shows_in_the_dashboards(tiny_text, tmp_path):
     cell = ["cell=custom", f"cell._target_={CUSTOM}"]
     segmentation = ["data=segmentation", "data.corpus=text_file", f"data.path={tiny_text}", "arch=bidirectional"]
-    assert math.isfinite(train(tiny_run_config(tiny_text, tmp_path / "seg", *cell, *segmentation)))
-    assert math.isfinite(train(tiny_seq2seq_config(tmp_path / "s2s", *cell, "arch.attention=true")))
+    seg, s2s = tmp_path / "seg", tmp_path / "s2s"
+    assert math.isfinite(train(tiny_run_config(tiny_text, seg, *cell, *segmentation)))
+    assert math.isfinite(train(tiny_seq2seq_config(s2s, *cell, "arch.attention=true")))
+    train(tiny_run_config(tiny_text, seg, *cell, *segmentation, f"ckpt_path={seg}", "trainer.max_steps=6"))
+    train(tiny_seq2seq_config(s2s, *cell, "arch.attention=true", f"ckpt_path={s2s}", "trainer.max_steps=6"))
+    for run in (seg, s2s):
+        assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 6
     train(tiny_run_config(tiny_text, tmp_path / "lm", *cell, "diagnostics.every_n_steps=2"))
     scalars = read_scalars(tmp_path / "lm")
     assert "gradient_flow/rnn.l0/first_over_last" in scalars and "cells/rnn.l0/saturated_frac" in scalars

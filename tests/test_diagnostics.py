@@ -20,7 +20,7 @@ def autograd_flow(model, inputs, targets, state, cell):
     step = CELL_TYPES[cell](rnn.weight_ih_l0.shape[1], rnn.weight_hh_l0.shape[1])
     step.load_state_dict({"weight_ih": rnn.weight_ih_l0, "weight_hh": rnn.weight_hh_l0,
                           "bias_ih": rnn.bias_ih_l0, "bias_hh": rnn.bias_hh_l0})
-    h = state if cell != "lstm" else state
+    h = state
     hidden = []
     for x in model.embedding(inputs).unbind(0):
         h = step(x, h)
@@ -44,6 +44,35 @@ def test_gradient_flow_equals_dl_dh_from_autograd(cell, impl):
     expected = autograd_flow(model, inputs, targets, state, cell)
     assert found["rnn.l0"]["grad_norms"] == pytest.approx(expected, rel=1e-5)
     assert expected[0] < expected[-1]  # and a tiny untrained net does lose gradient going back
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_gradient_flow_of_a_deep_fused_stack_equals_autograd_layer_by_layer(residual):
+    torch.manual_seed(0)
+    arch = {"name": "deep", "embedding_dim": 5, "num_layers": 2, "dropout": 0.0, "residual": residual}
+    model = build_language_model(11, {"name": "lstm", "impl": "fused", "hidden_size": 7}, arch)
+    inputs, targets = torch.randint(0, 11, (6, 2)), torch.randint(0, 11, (6, 2))
+    found = probe(model, inputs, targets, None, "tanh")
+    layers = [model.rnn.layers[0], model.rnn.layers[1]] if residual else [model.rnn, model.rnn]
+    x, per_layer = model.embedding(inputs), []
+    for k, layer in enumerate(layers):
+        suffix = "l0" if residual else f"l{k}"
+        step = torch.nn.LSTMCell(layer.input_size if (residual or k == 0) else 7, 7)
+        step.load_state_dict({name: getattr(layer, f"{name}_{suffix}") for name in
+                              ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+        h, c, hidden = torch.zeros(2, 7), torch.zeros(2, 7), []
+        for x_t in x.unbind(0):
+            h, c = step(x_t, (h, c))
+            hidden.append(h)
+        out = torch.stack(hidden)
+        x = out + x if residual and k else out
+        per_layer.append(hidden)
+    loss = F.cross_entropy(model.head(x[-1]), targets[-1])
+    grads = torch.autograd.grad(loss, [h for hidden in per_layer for h in hidden])
+    expected = [float(torch.linalg.vector_norm(g)) for g in grads]
+    names = ["rnn.layers.0.l0", "rnn.layers.1.l0"] if residual else ["rnn.l0", "rnn.l1"]
+    assert list(found) == names
+    assert found[names[0]]["grad_norms"] + found[names[1]]["grad_norms"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_gradient_flow_of_a_deep_fused_stack_equals_its_scratch_twin():

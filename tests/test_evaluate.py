@@ -78,10 +78,19 @@ def test_sampling_is_seeded_and_takes_top_k_and_greedy(trained):
     assert top_k[0] == top_k[1] and top_k[0].startswith("the ")
     greedy = {run_script("sample.py", *args, "--greedy", "--seed", str(seed)).stdout for seed in (1, 2)}
     assert len(greedy) == 1  # no randomness left
+    assert run_script("sample.py", *args, "--top-k", "1", "--seed", "7").stdout in greedy  # k=1 is greedy
+    assert top_k[0] not in greedy  # and k=3 samples
 
 
 def test_sample_py_decodes_a_seq2seq_source(tmp_path):
     run_dir = tmp_path / "run"
     train(tiny_seq2seq_config(run_dir))
-    result = run_script("sample.py", str(run_dir), "--source", "abcab", "--beam", "2")
-    assert set(result.stdout.strip()) <= set("abcdefghij")
+    beam = run_script("sample.py", str(run_dir), "--source", "abcab", "--beam", "2").stdout.strip()
+    greedy = run_script("sample.py", str(run_dir), "--source", "abcab", "--greedy").stdout.strip()
+    from rnnexp.tasks import task_from_checkpoint
+
+    task = task_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt")).eval()
+    index = {s: i for i, s in enumerate(task.vocab)}
+    source = torch.tensor([[index[c]] for c in "abcab"])
+    expected = task._text(task.model.greedy(source, torch.tensor([5]), task.bos, task.eos, 20)[:, 0])
+    assert greedy == expected and set(beam) <= set("abcdefghij")

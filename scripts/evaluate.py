@@ -3,6 +3,7 @@
     python scripts/evaluate.py outputs/runs/<run>                     # its test split (else validation)
     python scripts/evaluate.py outputs/runs/<run> --file other.txt    # any text file (language models)
     python scripts/evaluate.py outputs/runs/<run> --text "To be, or not to be"   # how likely is this text?
+    python scripts/evaluate.py outputs/runs/<run> --text-file sonnet.txt         # the same for a file
     python scripts/evaluate.py last --json results.json               # the table, and JSON to a file
 
 It prints a table (and writes JSON with --json FILE; --json - prints JSON instead of the table)
@@ -26,6 +27,7 @@ def main() -> None:
     what.add_argument("--split", choices=["test", "valid"], help="default: test where the corpus has one")
     what.add_argument("--file", help="a UTF-8 text file to measure (language models)")
     what.add_argument("--text", help="a text to score token by token (language models)")
+    what.add_argument("--text-file", help="score the text of this file token by token, as --text does")
     parser.add_argument("--data-dir", help="where the corpus is (default: $RNNEXP_DATA_DIR, else the run's)")
     parser.add_argument("--json", help="also write the results as JSON to this file (-: print JSON, no table)")
     parser.add_argument("--top", type=int, default=5, help="with --text: how many surprising tokens to list")
@@ -67,8 +69,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     config = task.config
     results: dict = {"checkpoint": str(path), "step": checkpoint.get("global_step")}
     is_lm = isinstance(task, LanguageModelTask)
+    if args.text_file:
+        args.text = read_source(Path(args.text_file))
     if (args.text is not None or args.file) and not is_lm:
-        raise CheckpointError(f"--text and --file score text with a language model; this is a {type(task).__name__}")
+        raise CheckpointError(f"--text, --text-file and --file need a language model; this is a {type(task).__name__}")
     vocab = vocab_from_symbols(config["tokenizer"], task.vocab) if is_lm else None
 
     if args.text is not None:

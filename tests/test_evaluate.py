@@ -54,6 +54,15 @@ def test_text_score_is_the_sum_of_each_tokens_log_probability(trained):
     assert len(surprise) == 5 and surprise[0]["bits"] >= surprise[-1]["bits"]
 
 
+def test_a_text_file_is_scored_as_its_text(trained, tmp_path):
+    run_dir, _ = trained
+    (tmp_path / "line.txt").write_text("the dog runs home")
+    by_file = json.loads(run_script("evaluate.py", str(run_dir), "--text-file", str(tmp_path / "line.txt"),
+                                    "--json", "-").stdout)
+    by_text = json.loads(run_script("evaluate.py", str(run_dir), "--text", "the dog runs home", "--json", "-").stdout)
+    assert by_file["log_prob_nats"] == by_text["log_prob_nats"] and by_file["tokens"] == 17
+
+
 def test_a_likely_sentence_scores_higher_than_its_shuffle(trained):
     run_dir, _ = trained
     scores = [json.loads(run_script("evaluate.py", str(run_dir), "--text", text, "--json", "-").stdout)["log_prob_nats"]

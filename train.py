@@ -29,6 +29,8 @@ def main(cfg: DictConfig) -> float:
     except RnnexpError as e:
         if not isinstance(e, TrainingDiverged):  # refused before training: leave nothing behind
             discard_unfinished_run(Path(cfg.run_dir))
+        else:  # the run stays, with what stopped it (scripts/summarize.py reads it)
+            (Path(cfg.run_dir) / "error.txt").write_text(f"{e}\n", encoding="utf-8")
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,10 @@ def report(trainer: Any, task: Any, run_dir: Path, loggers: list) -> None:
         measured = ", ".join(f"test/{k} {v:.4f}" for k, v in task.test_metrics.items())
         lines.append(f"test split (final weights): {measured}")
     lines.append(f"run folder: {run_dir}")
+    result = {"final": {"val/loss": float(metrics["val/loss"]), name: float(metrics[name])},
+              "best": {name: task.best_score, "step": task.best_step, "checkpoint": best_path},
+              "steps": task.global_step, "test": task.test_metrics}
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")  # for summaries
     if any(type(logger).__name__ == "TensorBoardLogger" for logger in loggers):
         lines.append(f"view it:    tensorboard --logdir {run_dir}")
     print("\n".join(lines))

@@ -156,3 +156,20 @@ def test_a_custom_cell_tags_segments_decodes_resumes_and_shows_in_the_dashboards
                                   "gru_cho", "mgu", "irnn"])
 def test_every_variant_trains_through_train_py(tiny_text, tmp_path, cell):
     assert math.isfinite(train(tiny_run_config(tiny_text, tmp_path / "run", f"cell={cell}")))
+
+
+def test_the_cell_ablation_preset_runs_as_a_sweep_and_ends_with_its_summary(tiny_text, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, TINY_MODEL
+
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", "experiment=cell_ablation", "cell=lstm_cifg,gru_cho",
+         "data=text_file", f"data.path={tiny_text}", f"hydra.sweep.dir={sweep}", *TINY_MODEL, "sample.length=0"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = (sweep / "summary.md").read_text()
+    assert "| lstm_cifg |" in summary and "| gru_cho |" in summary and (sweep / "by_parameter.png").exists()
+    assert len(list(sweep.glob("*/.hydra"))) == 2  # the command line's cells replace the preset's nine

@@ -81,6 +81,15 @@ def test_multirun_sweep_runs_every_combination(tmp_path):
         config = (run / ".hydra" / "config.yaml").read_text()
         assert f"name: {cell}" in config and f"unroll: {unroll}" in config
         assert "val/loss" in read_scalars(run)
+    summary = subprocess.run([sys.executable, "scripts/summarize.py", str(tmp_path / "sweep")], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert summary.returncode == 0, summary.stderr
+    rows = [line for line in summary.stdout.splitlines() if line.startswith("| ") and "_u" in line]
+    assert len(rows) == 4 and all(row.rstrip(" |").endswith("finished") for row in rows)
+    best = [float(row.split(" | ")[3]) for row in rows]  # run, cell, unroll, best val/bpc, ...
+    assert best == sorted(best)  # best first
+    for name in ("summary.md", "summary.csv", "curves.png", "by_parameter.png"):
+        assert (tmp_path / "sweep" / name).stat().st_size > 0
 
 
 def test_sample_script_continues_the_prime(tiny_text, tmp_path):

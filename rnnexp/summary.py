@@ -1,0 +1,174 @@
+"""A table and plots of every run under a folder (a sweep, or outputs/), from each run's saved config
+and TensorBoard events: `python scripts/summarize.py outputs/multirun/<sweep>`, or at the end of a
+sweep whose config lists `rnnexp.summary.SummarizeSweep` in `hydra.callbacks`.
+
+Writes summary.md (a markdown table sorted by the main metric, best first), summary.csv, curves.png
+(every run's validation curve) and by_parameter.png (the best value against the first swept
+setting, one line per value of the second). Works on a sweep still running or partly failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+try:  # Hydra's callback base class; summarize() works without it
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover
+    Callback = object
+
+
+@dataclass
+class Run:
+    folder: Path
+    overrides: dict[str, str]
+    metric: str                 # e.g. val/bpc
+    higher_is_better: bool
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    steps: int = 0
+    tokens_per_sec: float = math.nan
+    wall_seconds: float = math.nan
+    status: str = "running or stopped"
+
+    @property
+    def best(self) -> tuple[int, float] | None:
+        if not self.curve:
+            return None
+        return (max if self.higher_is_better else min)(self.curve, key=lambda point: point[1])
+
+
+def main_metric(config: dict[str, Any]) -> tuple[str, bool]:
+    """The task's main metric and whether higher is better, from a run's saved config."""
+    task = config.get("data", {}).get("task", "lm")
+    if task == "segmentation":
+        return "val/f1", True
+    if task == "seq2seq":
+        return "val/seq_acc", True
+    return ("val/ppl" if config.get("tokenizer", {}).get("name") == "word" else "val/bpc"), False
+
+
+def read_run(folder: Path) -> Run:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"))
+    overrides = {}
+    for item in OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "overrides.yaml")) or []:
+        key, _, value = item.partition("=")
+        overrides[key.lstrip("+~")] = value
+    metric, higher = main_metric(config)
+    run = Run(folder, overrides, metric, higher)
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    if metric in tags:
+        run.curve = [(e.step, e.value) for e in events.Scalars(metric)]
+    if "train/loss" in tags:
+        train = events.Scalars("train/loss")
+        run.steps = train[-1].step + 1
+        run.wall_seconds = train[-1].wall_time - train[0].wall_time
+    if "perf/tokens_per_sec" in tags:
+        run.tokens_per_sec = statistics.median(e.value for e in events.Scalars("perf/tokens_per_sec"))
+    if (folder / "error.txt").exists():
+        run.status = "failed: " + (folder / "error.txt").read_text().strip().splitlines()[0]
+    elif (folder / "result.json").exists():
+        run.status = "finished"
+    return run
+
+
+def find_runs(root: Path) -> list[Run]:
+    folders = sorted({p.parent.parent for p in root.glob("**/.hydra/config.yaml") if p.parent.name == ".hydra"})
+    return [read_run(folder) for folder in folders]
+
+
+def swept_keys(runs: list[Run]) -> list[str]:
+    """The override keys whose values differ between runs, in the order they appear."""
+    keys = list(dict.fromkeys(k for run in runs for k in run.overrides))
+    return [k for k in keys if len({run.overrides.get(k) for run in runs}) > 1]
+
+
+def summarize(root: Path) -> Path:
+    """Write summary.md, summary.csv and the plots into `root`; returns summary.md's path."""
+    runs = find_runs(root)
+    if not runs:
+        raise FileNotFoundError(f"no run under {root} (no .hydra/config.yaml)")
+    swept = swept_keys(runs)
+    finite = [r for r in runs if r.best is not None]
+    higher = runs[0].higher_is_better
+    ordered = sorted(finite, key=lambda r: -r.best[1] if higher else r.best[1]) + [r for r in runs if r.best is None]
+    metric = runs[0].metric
+    header = ["run", *swept, f"best {metric}", "step of best", f"final {metric}", "steps", "tokens/s", "wall s",
+              "status"]
+    rows = []
+    for run in ordered:
+        best, final = run.best, run.curve[-1] if run.curve else None
+        rows.append([run.folder.name, *(run.overrides.get(k, "") for k in swept),
+                     f"{best[1]:.4f}" if best else "", str(best[0] + 1) if best else "",
+                     f"{final[1]:.4f}" if final else "", str(run.steps), f"{run.tokens_per_sec:,.0f}",
+                     f"{run.wall_seconds:.0f}", run.status])
+    table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
+                      ["| " + " | ".join(row) + " |" for row in rows])
+    (root / "summary.md").write_text(f"# {root.name}: {len(runs)} runs, by {metric}\n\n{table}\n", encoding="utf-8")
+    with open(root / "summary.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, *rows])
+    plot(ordered, swept, metric, root)
+    return root / "summary.md"
+
+
+def plot(runs: list[Run], swept: list[str], metric: str, root: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for run in runs:
+        if run.curve:
+            # Lightning logs a validation at the step of the batch before it: +1 is the step it follows.
+            axes.plot([s + 1 for s, _ in run.curve], [v for _, v in run.curve], marker=".", label=run.folder.name)
+    axes.set(xlabel="training step", ylabel=metric, title=f"{root.name}: {metric} at each validation")
+    axes.legend(fontsize="x-small")
+    figure.tight_layout()
+    figure.savefig(root / "curves.png", dpi=120)
+    plt.close(figure)
+    if not swept:
+        return
+    x_key, line_key = swept[0], (swept[1] if len(swept) > 1 else None)
+    xs = list(dict.fromkeys(run.overrides.get(x_key, "") for run in runs))
+    numeric = all(_is_number(x) for x in xs)
+    xs = sorted(xs, key=float) if numeric else xs
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for line in dict.fromkeys(run.overrides.get(line_key, "") for run in runs) if line_key else [""]:
+        points = [(x, next((r.best[1] for r in runs if r.best and r.overrides.get(x_key, "") == x and
+                            (not line_key or r.overrides.get(line_key, "") == line)), math.nan)) for x in xs]
+        positions = [float(x) for x, _ in points] if numeric else list(range(len(points)))
+        axes.plot(positions, [v for _, v in points], marker="o", label=f"{line_key}={line}" if line_key else None)
+    if not numeric:
+        axes.set_xticks(range(len(xs)), xs, rotation=30, ha="right")
+    axes.set(xlabel=x_key, ylabel=f"best {metric}", title=f"{root.name}: best {metric} by {x_key}")
+    if line_key:
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(root / "by_parameter.png", dpi=120)
+    plt.close(figure)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class SummarizeSweep(Callback):
+    """Hydra callback: summarize a multirun's folder when its last job has ended."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        path = summarize(Path(config.hydra.sweep.dir))
+        print(f"sweep summary: {path} (and summary.csv, curves.png, by_parameter.png beside it)")

@@ -1,0 +1,30 @@
+"""A table and plots of every run under a folder, from their configs and TensorBoard events:
+
+    python scripts/summarize.py outputs/multirun/<sweep>     # summary.md, summary.csv, curves.png, by_parameter.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="a sweep folder, or any folder holding runs (outputs/)")
+    args = parser.parse_args()
+    from rnnexp.summary import summarize
+
+    try:
+        path = summarize(args.folder)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(path.read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    main()

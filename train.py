@@ -3,11 +3,15 @@
 Configs live in conf/ (Hydra); `python train.py --help` lists the groups and options.
 """
 
+import math
 import shutil
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp.checkpoint import resume_output_subdir, resume_run_dir
@@ -24,14 +28,26 @@ def main(cfg: DictConfig) -> float:
     from rnnexp.train import train  # torch and Lightning load here, not for --help
 
     silence_known_noise()
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return train(cfg)
-    except RnnexpError as e:
+    except Exception as e:
+        if not in_sweep and not isinstance(e, RnnexpError):
+            raise  # a bug: the whole traceback
+        message = str(e) if isinstance(e, RnnexpError) else f"{type(e).__name__}: {e}"
+        if in_sweep:  # one job's failure is recorded in its folder, and the sweep goes on
+            run_dir = Path(cfg.run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            details = "" if isinstance(e, RnnexpError) else "\n" + traceback.format_exc()
+            (run_dir / "error.txt").write_text(f"{message}\n{details}", encoding="utf-8")
+            print(f"error: job failed: {message} (recorded in {run_dir / 'error.txt'}); the sweep goes on",
+                  file=sys.stderr)
+            return math.nan
         if not isinstance(e, TrainingDiverged):  # refused before training: leave nothing behind
             discard_unfinished_run(Path(cfg.run_dir))
         else:  # the run stays, with what stopped it (scripts/summarize.py reads it)
-            (Path(cfg.run_dir) / "error.txt").write_text(f"{e}\n", encoding="utf-8")
-        print(f"error: {e}", file=sys.stderr)
+            (Path(cfg.run_dir) / "error.txt").write_text(f"{message}\n", encoding="utf-8")
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -110,3 +110,21 @@ def test_sample_script_continues_the_prime(tiny_text, tmp_path):
     assert first.stdout == again.stdout  # seeded
     bad = subprocess.run([*command[:2], str(tmp_path / "none.ckpt")], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == f"error: checkpoint {tmp_path / 'none.ckpt'} does not exist"
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    text = tmp_path / "tiny.txt"
+    text.write_text(make_text())
+    sweep = tmp_path / "sweep"
+    result = run_train(  # gru with arch.combine=product is refused: 3 jobs run, 1 fails
+        "-m", "cell=rnn,gru", "cell.impl=scratch", "arch.combine=sum,product", "data=text_file", f"data.path={text}",
+        f"hydra.sweep.dir={sweep}", *TINY_MODEL, "sample.length=0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    failed = [job for job in sweep.iterdir() if (job / "error.txt").exists()]
+    assert len(failed) == 1 and failed[0].name.startswith("3_gru_") and "product" in failed[0].name
+    assert "arch.combine=product is defined for the vanilla rnn cell only" in (failed[0] / "error.txt").read_text()
+    assert len([job for job in sweep.iterdir() if (job / "result.json").exists()]) == 3
+    summary = subprocess.run([sys.executable, "scripts/summarize.py", str(sweep)], cwd=REPO, capture_output=True,
+                             text=True, timeout=120)
+    assert summary.returncode == 0 and "| failed: arch.combine=product is defined" in summary.stdout

@@ -172,11 +172,14 @@ def test_a_checkpoint_of_the_earlier_layout_samples_and_is_refused_for_resume_na
 
 def test_a_run_stopped_between_validations_resumes_without_logging_a_step_twice(tiny_text, tmp_path):
     """Stopped at step 5 (validations every 2), the last checkpoint is written at the validation the
-    stop asked for; the resumed run logs steps 5..7 once each."""
+    stop asked for; the resumed run logs each training step once and each validation at the step
+    of the batch before it, as an uninterrupted run does."""
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir, "trainer.max_steps=5", "sample.length=0"))
     train(tiny_run_config(tiny_text, run_dir, "trainer.max_steps=8", "sample.length=0", f"ckpt_path={run_dir}"))
-    assert [s for s, _ in read_scalars(run_dir)["train/loss"]] == list(range(8))
+    scalars = read_scalars(run_dir)
+    assert [s for s, _ in scalars["train/loss"]] == list(range(8))
+    assert [s for s, _ in scalars["val/loss"]] == [1, 3, 4, 5, 7]  # after steps 2, 4, 5 | 6, 8
 
 
 def test_early_stopping_turned_on_at_a_resume_uses_the_resumes_patience(tiny_text, tmp_path):

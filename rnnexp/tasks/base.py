@@ -59,6 +59,28 @@ class Task(pl.LightningModule):
     score_name = "loss"
     higher_is_better = False
 
+    def __init__(self, config: dict[str, Any], vocab: list) -> None:
+        super().__init__()
+        # The whole resolved config and the vocabulary go into every checkpoint.
+        self.save_hyperparameters(logger=False)
+        self.config, self.vocab, self.guard = config, vocab, config["guard"]
+        self.best_val_loss = math.inf
+        self.best_score: float | None = None
+        self.best_step = -1  # the step of best_score
+        self.last_val_step = -1
+        self.plateau: Any = None  # a ReduceLROnPlateau schedule, stepped after each validation
+        self._plateau_state: dict[str, Any] | None = None
+        self.first_logged_loss: float | None = None
+        # The first step whose loss or gradient was NaN/inf, kept on the device (-1: none yet).
+        self._first_bad_step = torch.tensor(-1)
+        # Host-side numbers for the progress bar, refreshed at logging steps only.
+        self.progress_stats: dict[str, float] = {}
+        self.sample_text: str | None = None
+        self.continues_run = False  # set by train(): a resume into the run's own folder
+        self.test_loader: Any = None  # set by train() where the data has a test split
+        self.test_metrics: dict[str, float] | None = None
+        self._reset_log_window()
+
     @classmethod
     def load_data(cls, config: dict[str, Any], data_dir: Path, cache_dir: Path) -> TaskData:
         """The vocabulary and the train and validation loaders this config asks for."""
@@ -111,28 +133,6 @@ class Task(pl.LightningModule):
             if hasattr(logger.experiment, "add_text"):
                 logger.experiment.add_text(tag, text, self.global_step)
 
-    def __init__(self, config: dict[str, Any], vocab: list) -> None:
-        super().__init__()
-        # The whole resolved config and the vocabulary go into every checkpoint.
-        self.save_hyperparameters(logger=False)
-        self.config, self.vocab, self.guard = config, vocab, config["guard"]
-        self.best_val_loss = math.inf
-        self.best_score: float | None = None
-        self.best_step = -1  # the step of best_score
-        self.last_val_step = -1
-        self.plateau: Any = None  # a ReduceLROnPlateau schedule, stepped after each validation
-        self._plateau_state: dict[str, Any] | None = None
-        self.first_logged_loss: float | None = None
-        # The first step whose loss or gradient was NaN/inf, kept on the device (-1: none yet).
-        self._first_bad_step = torch.tensor(-1)
-        # Host-side numbers for the progress bar, refreshed at logging steps only.
-        self.progress_stats: dict[str, float] = {}
-        self.sample_text: str | None = None
-        self.continues_run = False  # set by train(): a resume into the run's own folder
-        self.test_loader: Any = None  # set by train() where the data has a test split
-        self.test_metrics: dict[str, float] | None = None
-        self._reset_log_window()
-
     def score(self, loss: Tensor) -> Tensor:
         return loss
 
@@ -159,7 +159,7 @@ class Task(pl.LightningModule):
         return False
 
     def _is_log_step(self) -> bool:
-        # Lightning writes logged values when (global_step + 1) % log_every_n_steps == 0.
+        # Lightning's rule for logging steps: (global_step + 1) % log_every_n_steps == 0.
         every = self.trainer.log_every_n_steps
         return every > 0 and (self.trainer.global_step + 1) % every == 0
 
@@ -271,16 +271,23 @@ class Task(pl.LightningModule):
         """Log a finished validation: val/loss, the task's metrics, and the HParams score."""
         if not torch.isfinite(val_loss):
             raise TrainingDiverged(f"validation loss is {val_loss.item()} at step {self.global_step}")
-        self.best_val_loss = min(self.best_val_loss, val_loss.item())
-        value = score.item()
+        loss, value = val_loss.item(), score.item()
+        self.best_val_loss = min(self.best_val_loss, loss)
         if self.best_score is None or (value > self.best_score if self.higher_is_better else value < self.best_score):
             self.best_score, self.best_step = value, self.global_step
         if self.plateau is not None:
-            self.plateau.step(val_loss.item())
+            self.plateau.step(loss)
         name = self.score_name
-        hp = {f"hp/val_{name}": value, f"hp/best_val_{name}": self.best_score}
-        self.log_dict({"val/loss": val_loss, **metrics, **hp})
-        self.progress_stats["val_loss"] = val_loss.item()
+        values = {"val/loss": loss, **{k: float(v) for k, v in metrics.items()}, f"hp/val_{name}": value,
+                  f"hp/best_val_{name}": self.best_score}
+        self.log_dict(values, logger=False)  # for checkpoints, early stopping and the progress bar
+        # Written by us at the step of the last training batch before it (Lightning's convention,
+        # so that a resume's purge at the checkpoint's step keeps it), whatever Lightning's own
+        # logger step counter says after a resume.
+        for logger in self.loggers:
+            logger.log_metrics(values, step=self.global_step - 1)
+            logger.save()
+        self.progress_stats["val_loss"] = loss
         self.last_val_step = self.global_step
 
     # --- bookkeeping ----------------------------------------------------------------------------
@@ -342,12 +349,6 @@ class Task(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Everything beyond Lightning's own state that an exact resume needs."""
         self.raise_if_diverged()  # never write NaN weights over the last good checkpoint
-        if self.trainer.validating and "loops" in checkpoint and not self._is_scheduled_validation():
-            # Saved at a validation that only a stop asked for (max_steps, max_time, early stopping),
-            # the logger's step has not yet counted this batch, and Lightning's restore adds it back
-            # only for validations it would run again on its own: count it here, or a resumed run
-            # would log its first step twice.
-            checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] += 1
         checkpoint["rnnexp"] = {
             "best_val_loss": self.best_val_loss,
             "best_score": self.best_score,
@@ -360,15 +361,6 @@ class Task(pl.LightningModule):
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             **self.extra_state(),
         }
-
-    def _is_scheduled_validation(self) -> bool:
-        """Whether Lightning would validate at this batch by its schedule alone, as its
-        `_should_check_val_fx` decides with no stop requested (every val_check_interval batches,
-        counted across epochs; epoch ends only when validation is by epochs)."""
-        every, loop = self.trainer.val_check_batch, self.trainer.fit_loop.epoch_loop
-        if every == float("inf"):
-            return loop.batch_progress.is_last_batch
-        return (loop.total_batch_idx + 1) % int(every) == 0
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint["rnnexp"]

@@ -16,10 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnexp.checkpoint import resume_output_subdir, resume_run_dir
 from rnnexp.run_names import run_name
+from rnnexp.summary import objective_direction
 
 OmegaConf.register_new_resolver("resume_run_dir", resume_run_dir, replace=True)
 OmegaConf.register_new_resolver("resume_output_subdir", resume_output_subdir, replace=True)
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("objective_direction", objective_direction, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -13,7 +13,7 @@ ABBREVIATIONS = {
 }
 # Where files are, how a run logs, what it resumes: not what the run is.
 SKIPPED = re.compile(r"^(\+*)(data\.path|data_dir|cache_dir|ckpt_path|init_from|run_dir|hydra\.|sample\.|logger|"
-                     r"callbacks|diagnostics|debug|trainer\.(enable_|log_every|val_check|num_sanity|limit_val))")
+                     r"callbacks|diagnostics|debug|hparams_search|trainer\.(enable_|log_every|val_check|num_sanity|limit_val))")
 LONGEST = 80
 
 
@@ -27,6 +27,8 @@ def run_name(override_dirname: str, cell: str) -> str:
             continue
         name = key.lstrip("+~").rpartition(".")[2]
         is_number = re.fullmatch(r"-?[\d.e+-]+", value) is not None
+        if is_number and "." in value and len(value) > 8:  # a searched value, 0.0030862723645228127: 4 digits name it
+            value = f"{float(value):.4g}"
         if value in ("true", "false"):
             parts.append(name if value == "true" else f"no_{name}")
         else:

@@ -10,6 +10,7 @@ setting, one line per value of the second). Works on a sweep still running or pa
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -53,9 +54,17 @@ def main_metric(config: dict[str, Any]) -> tuple[str, bool]:
     return ("val/ppl" if config.get("tokenizer", {}).get("name") == "word" else "val/bpc"), False
 
 
+def objective_direction(task: str) -> str:
+    """The direction in which a task's main metric improves, for the Optuna sweeper (train() returns
+    the run's best value of it): the resolver `${objective_direction:...}` in conf/hparams_search/."""
+    return "maximize" if main_metric({"data": {"task": task}})[1] else "minimize"
+
+
 def read_run(folder: Path) -> Run:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # Its reader logs "No path found after <file>" at INFO for every run, which Hydra's log shows.
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)
     config = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"))
     overrides = {}
     for item in OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "overrides.yaml")) or []:

@@ -39,12 +39,14 @@ def choose_precision(requested: str, accelerator: str) -> str:
 
 
 def train(cfg: DictConfig) -> float:
-    """Train as `cfg` says; returns the best validation loss (the value Hydra sweepers minimise)."""
+    """Train as `cfg` says; returns the run's best validation value of its task's main metric
+    (val/bpc, val/ppl, val/f1 or val/seq_acc): the objective of an Optuna search."""
     config = resolve(cfg)
     validate_config(config)
 
     # Imported here, not at the top, so that `train.py --help` and `--cfg job` stay fast.
     import pytorch_lightning as pl
+    import torch
     from hydra.utils import instantiate
 
     from rnnexp.callbacks import resolve_monitor
@@ -64,6 +66,7 @@ def train(cfg: DictConfig) -> float:
             raise CheckpointError(f"checkpoint {ckpt_path} is at step {checkpoint['global_step']} and "
                                   f"trainer.max_steps={budget}: nothing left to train; give a larger trainer.max_steps")
 
+    share_cpu_threads()
     pl.seed_everything(config["seed"], workers=True)
     task_type = task_class(config)
     data = task_type.load_data(config, resolve_data_dir(config["data_dir"]), resolve_cache_dir(config["cache_dir"]))
@@ -101,10 +104,10 @@ def train(cfg: DictConfig) -> float:
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, precision=precision,
                                       enable_checkpointing=checkpointing)
     log.info(
-        "training %s %s (%s, %s, %d parameters) on %s: %d train / %d validation batches, vocabulary %d",
-        config["arch"]["name"], config["cell"]["name"], config["cell"]["impl"], trainer.precision,
+        "training %s %s (%s, %s, %d parameters) on %s: %d train / %d validation batches, vocabulary %d; "
+        "%d CPU threads", config["arch"]["name"], config["cell"]["name"], config["cell"]["impl"], trainer.precision,
         sum(p.numel() for p in task.parameters()), config["data"]["name"], len(data.train), len(data.valid),
-        len(data.vocab),
+        len(data.vocab), torch.get_num_threads(),
     )
     if task.continues_run:
         record_resume_overrides(run_dir)
@@ -115,7 +118,18 @@ def train(cfg: DictConfig) -> float:
     if task.sample_text is not None:  # written at the end of training (Task.on_train_end)
         print(f"\n--- sample (temperature {config['sample']['temperature']}) ---\n{task.sample_text}\n---")
     report(trainer, task, run_dir, loggers)
-    return task.best_val_loss
+    return task.best_score
+
+
+def share_cpu_threads() -> None:
+    """Jobs that a launcher runs side by side on one machine split its cores rather than each
+    taking all of them: hydra/launcher=joblib's workers get OMP_NUM_THREADS = cores / n_jobs from
+    joblib, which torch follows; submitit's `hydra.launcher.cpus_per_task` is applied here."""
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() and HydraConfig.get().launcher.get("cpus_per_task"):
+        torch.set_num_threads(HydraConfig.get().launcher.cpus_per_task)
 
 
 def record_resume_overrides(run_dir: Path) -> None:

@@ -205,3 +205,6 @@ def test_run_names_are_short_readable_and_made_from_the_overrides():
         "lstm_residual_deep_text_file"  # paths say where, not what: left out
     assert run_name("cell.hidden_size=128,hydra.run.dir=x,trainer.enable_progress_bar=false", "rnn") == "rnn_h128"
     assert len(run_name(",".join(f"+k{i}=v{i}" for i in range(60)), "gru")) == 80
+    # an Optuna trial's values, to 4 digits (overrides.yaml has them all); integers as they are
+    assert run_name("hparams_search=lm_lr_clip,lr=0.0030862723645228127,seed=123456789", "gru") == \
+        "gru_lr0.003086_seed123456789"

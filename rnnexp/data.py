@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnexp.download import fetch, sha256_of
+from rnnexp.download import exclusive, fetch, sha256_of
 from rnnexp.errors import DataError
 from rnnexp.tokenizers import Vocab, build_vocab, normalize_text8, vocab_from_symbols
 
@@ -124,7 +124,9 @@ def load_corpus(data: dict[str, Any], tokenizer: dict[str, Any], data_dir: Path,
     sources = locate_sources(data, data_dir)
     cached = cache_dir / cache_key(sources, data, tokenizer)
     if not (cached / "vocab.json").exists():
-        _encode_into(cached, sources, data, tokenizer)
+        with exclusive(cached):  # parallel jobs on a new corpus: one encodes, the others wait for it
+            if not (cached / "vocab.json").exists():
+                _encode_into(cached, sources, data, tokenizer)
     vocab = vocab_from_symbols(tokenizer, json.loads((cached / "vocab.json").read_text(encoding="utf-8")))
     # Memory-mapped: a 100 MB corpus is read from the page cache, not copied into the process.
     splits = {split: np.load(cached / f"{split}.npy", mmap_mode="r") for split in SPLITS}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,13 +104,34 @@ def fetch(name: str, data_dir: Path) -> Path:
     remote = REMOTE_FILES[name]
     path = data_dir / remote.filename
     if not path.exists():
-        _download(remote, path)
+        with exclusive(path):  # jobs of a parallel sweep download it once, one after another
+            if not path.exists():
+                _download(remote, path)
     actual = sha256_of(path)
     if actual != remote.sha256:
         raise DataError(
             f"{path} has SHA-256 {actual}, expected {remote.sha256}: delete it to download it again"
         )
     return path
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Held by one process at a time (an advisory lock on `<path>.lock`): parallel jobs that need
+    the same file made wait for the first to make it, then use it. Where the OS has no `fcntl`
+    (Windows), no lock: writes still go to a temporary name and are renamed into place."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _download(remote: RemoteFile, path: Path) -> None:

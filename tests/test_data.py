@@ -222,6 +222,47 @@ def test_cache_is_reused_and_invalidated_by_content_or_settings(tmp_path, monkey
     assert "f" in changed.vocab.symbols
 
 
+CONCURRENT_LOAD = """
+import sys, time
+from pathlib import Path
+from rnnexp import data
+real_encode = data._encode_into
+def slow_encode(*args):  # a long encoding, so that the other process arrives while it runs
+    print("encoding", flush=True)
+    time.sleep(1.0)
+    real_encode(*args)
+data._encode_into = slow_encode
+go = Path(sys.argv[1]) / "go"
+while not go.exists():
+    time.sleep(0.01)
+corpus = data.load_corpus({"name": "text_file", "path": sys.argv[2], "val_fraction": 0.1, "test_fraction": 0.0,
+                           "normalize": None}, {"name": "char"}, Path(sys.argv[1]), Path(sys.argv[1]) / "cache")
+print(int(corpus.train.sum()), len(corpus.vocab))
+"""
+
+
+def test_two_processes_building_the_same_cache_at_once_both_succeed(tmp_path):
+    """Jobs of a parallel sweep start together on a corpus never encoded: one encodes, the other
+    waits and reads its result; no torn file, no crash, one cache entry."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, make_text
+
+    text = tmp_path / "t.txt"
+    text.write_text(make_text(3000))
+    jobs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_LOAD, str(tmp_path), str(text)], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    (tmp_path / "go").touch()
+    outputs = [job.communicate(timeout=120) for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], [err[-2000:] for _, err in outputs]
+    results = [out.splitlines()[-1] for out, _ in outputs]
+    assert results[0] == results[1]  # the same tokens
+    assert sum(out.count("encoding") for out, _ in outputs) == 1  # the second waited for the first
+    entries = [p for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")]
+    assert len(entries) == 1 and entries[0].is_dir()  # one entry, no partial folder left
+
+
 # --- downloads ---------------------------------------------------------------------------------
 
 

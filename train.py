@@ -11,7 +11,6 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp.checkpoint import resume_output_subdir, resume_run_dir
@@ -27,17 +26,16 @@ OmegaConf.register_new_resolver("objective_direction", objective_direction, repl
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     from rnnexp.errors import RnnexpError, TrainingDiverged
-    from rnnexp.train import train  # torch and Lightning load here, not for --help
+    from rnnexp.train import in_sweep, train  # torch and Lightning load here, not for --help
 
     silence_known_noise()
-    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return train(cfg)
     except Exception as e:
-        if not in_sweep and not isinstance(e, RnnexpError):
+        if not in_sweep() and not isinstance(e, RnnexpError):
             raise  # a bug: the whole traceback
         message = str(e) if isinstance(e, RnnexpError) else f"{type(e).__name__}: {e}"
-        if in_sweep:  # one job's failure is recorded in its folder, and the sweep goes on
+        if in_sweep():  # one job's failure is recorded in its folder, and the sweep goes on
             run_dir = Path(cfg.run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             details = "" if isinstance(e, RnnexpError) else "\n" + traceback.format_exc()
@@ -56,7 +54,6 @@ def main(cfg: DictConfig) -> float:
 def discard_unfinished_run(run_dir: Path) -> None:
     """Remove what a refused run wrote: the whole run folder if it holds no result (no checkpoint,
     no TensorBoard events), else (a refused resume) only this attempt's record in .hydra/resumes/."""
-    from hydra.core.hydra_config import HydraConfig
 
     if run_dir.is_dir() and not (run_dir / "checkpoints").exists() and not any(run_dir.glob("events.out.*")):
         shutil.rmtree(run_dir, ignore_errors=True)

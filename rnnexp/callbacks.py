@@ -7,6 +7,7 @@ the monitored metric improves.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_save(checkpoint, Path(path))
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> Any:
-        return load_checkpoint(path, "cpu" if map_location is None else map_location)
+        # Resumes were checked by train() before fit; ddp_spawn hands its weights back as a bare state_dict.
+        return load_checkpoint(path, "cpu" if map_location is None else map_location, training_state=False)
 
 
 class Checkpoint(ModelCheckpoint):
@@ -109,3 +111,35 @@ class LMProgressBar(RichProgressBar):
         if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
             return f"Epoch {current_epoch}"
         return super()._get_train_description(current_epoch)
+
+
+class Report(pl.Callback):
+    """At the end of fit, in the process that trained (rank 0): the sample, the last validation,
+    the best one with where it is saved, the test split, where the run is; and result.json, which
+    train() returns from and scripts/summarize.py reads."""
+
+    def on_fit_end(self, trainer: pl.Trainer, task: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        if task.sample_text is not None:  # written at the end of training (Task.on_train_end)
+            print(f"\n--- sample (temperature {task.config['sample']['temperature']}) ---\n{task.sample_text}\n---")
+        run_dir = Path(task.config["run_dir"]).resolve()
+        metrics = trainer.callback_metrics
+        name = task.main_metric
+        lines = [f"final val/loss {float(metrics['val/loss']):.4f}, {name} {float(metrics[name]):.4f} "
+                 f"after {task.global_step} steps"]
+        best_path = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path), None)
+        saved = f": {Path(best_path).resolve()}" if best_path else " (no checkpoint saved)"
+        lines.append(f"best  {name} {task.best_score:.4f} at step {task.best_step}{saved}")
+        if task.test_metrics is not None:
+            measured = ", ".join(f"test/{k} {v:.4f}" for k, v in task.test_metrics.items())
+            lines.append(f"test split (final weights): {measured}")
+        lines.append(f"run folder: {run_dir}")
+        result = {"final": {"val/loss": float(metrics["val/loss"]), name: float(metrics[name])},
+                  "best": {name: task.best_score, "step": task.best_step, "checkpoint": best_path},
+                  "steps": task.global_step, "test": task.test_metrics}
+        (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        if any(isinstance(logger, pl.loggers.TensorBoardLogger) for logger in trainer.loggers):
+            lines.append(f"view it:    tensorboard --logdir {run_dir}")
+        print("\n".join(lines))
+

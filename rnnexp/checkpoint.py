@@ -64,8 +64,9 @@ def resume_output_subdir(ckpt_path: str | None, now: str) -> str:
     return ".hydra" if _continued_run(ckpt_path) is None else f".hydra/resumes/{now}"
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """A checkpoint's contents, loaded with weights_only=True; CheckpointError if it cannot be."""
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", training_state: bool = True) -> dict[str, Any]:
+    """A checkpoint's contents, loaded with weights_only=True; CheckpointError if it cannot be, or
+    if `training_state` is asked for and it has none (Lightning's `state_dict` and the rest)."""
     import torch
 
     path = Path(path)
@@ -84,7 +85,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated (not a torch checkpoint)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({_first_line(e)})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+    if training_state and (not isinstance(checkpoint, dict) or "state_dict" not in checkpoint):
         raise CheckpointError(f"{path} is not an rnnexp checkpoint (no state_dict)")
     return checkpoint
 
@@ -150,7 +151,7 @@ RESUME_MAY_CHANGE = (
     "callbacks.early_stop.", "callbacks.model_checkpoint.every_n_steps", "trainer.max_steps", "trainer.max_time",
     "trainer.max_epochs", "trainer.val_check_interval", "trainer.log_every_n_steps", "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "trainer.num_sanity_val_steps", "trainer.accelerator", "trainer.devices",
-    "trainer.profiler",
+    "trainer.profiler", "trainer.strategy", "trainer.num_nodes",  # a changed number of processes is refused later
 )
 
 

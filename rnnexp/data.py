@@ -4,7 +4,8 @@ A corpus is read from the data directory (downloaded there first if missing), to
 cached as one compact array per split; later runs map the cached arrays from disk. Each split is
 cut into `batch_size` parallel streams (the "cursors" of the text8 study): batch k holds the k-th
 window of `unroll` tokens of every stream, so batch k+1 continues batch k in each column and the
-hidden state can be carried from one to the next.
+hidden state can be carried from one to the next. In distributed training (trainer=ddp) each of N
+processes takes its own batch_size / N of the streams (`StreamLoader`).
 """
 
 from __future__ import annotations
@@ -181,15 +182,38 @@ class TBPTTBatches:
         return self.num_batches
 
     def __getitem__(self, k: int) -> tuple[Tensor, Tensor]:
+        return self.window(k)
+
+    def window(self, k: int, streams: slice = slice(None)) -> tuple[Tensor, Tensor]:
+        """Batch k of the chosen streams (rows), by default of all of them."""
         start = k * self.unroll
-        window = torch.from_numpy(np.ascontiguousarray(self.streams[:, start : start + self.unroll + 1].T)).long()
+        window = self.streams[streams, start : start + self.unroll + 1]
+        window = torch.from_numpy(np.ascontiguousarray(window.T)).long()
         return window[:-1], window[1:]
+
+
+def process_rank() -> tuple[int, int]:
+    """(this process's rank, number of processes) in distributed training; (0, 1) in a single one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def streams_of_rank(batch_size: int, rank: int, processes: int) -> slice:
+    """The streams (batch columns) rank `rank` of `processes` trains on: its own contiguous share, so
+    no two ranks see the same text, and together they see exactly what one process would."""
+    if batch_size % processes:
+        raise DataError(f"batch_size={batch_size} streams cannot be shared by {processes} processes: "
+                        f"give a batch_size divisible by {processes}")
+    share = batch_size // processes
+    return slice(rank * share, (rank + 1) * share)
 
 
 class StreamLoader:
     """Yields the batches of a TBPTTBatches in stream order, resumably: Lightning keeps its
     `state_dict` in every checkpoint and restores it, so a resumed run goes on with the next batch
-    of the same epoch rather than starting the corpus over."""
+    of the same epoch rather than starting the corpus over. Under DDP, each process gets only its
+    rank's streams (`streams_of_rank`); Lightning's DistributedSampler does not apply to streams."""
 
     def __init__(self, batches: TBPTTBatches) -> None:
         self.batches = batches
@@ -201,9 +225,10 @@ class StreamLoader:
 
     def __iter__(self):
         start, self._resume_at = self._resume_at, 0
+        streams = streams_of_rank(self.batches.streams.shape[0], *process_rank())
         for k in range(start, len(self.batches)):
             self.position = k + 1
-            yield self.batches[k]
+            yield self.batches.window(k, streams)
 
     def state_dict(self) -> dict[str, int]:
         return {"position": self.position}

@@ -117,16 +117,17 @@ def fetch(name: str, data_dir: Path) -> Path:
 
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[None]:
-    """Held by one process at a time (an advisory lock on `<path>.lock`): parallel jobs that need
-    the same file made wait for the first to make it, then use it. Where the OS has no `fcntl`
-    (Windows), no lock: writes still go to a temporary name and are renamed into place."""
+    """Held by one process at a time (an advisory lock on the hidden file `.<name>.lock` beside
+    `path`): parallel jobs that need the same file made wait for the first to make it, then use
+    it. Where the OS has no `fcntl` (Windows), no lock: writes still go to a temporary name and are
+    renamed into place."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def train(cfg: DictConfig) -> float:
     import torch
     from hydra.utils import instantiate
 
-    from rnnexp.callbacks import resolve_monitor
+    from rnnexp.callbacks import Report, resolve_monitor
     from rnnexp.checkpoint import check_fits, check_same_settings, continues_run, find_checkpoint, load_checkpoint
     from rnnexp.download import resolve_cache_dir, resolve_data_dir
     from rnnexp.errors import CheckpointError
@@ -95,30 +96,43 @@ def train(cfg: DictConfig) -> float:
         for c in (config["logger"] or {}).values()
     ]
     callbacks = [instantiate(resolve_monitor(c, task.main_metric, task.higher_is_better))
-                 for c in (config["callbacks"] or {}).values() if c is not None]
+                 for c in (config["callbacks"] or {}).values() if c is not None] + [Report()]
     if not config["trainer"].get("enable_progress_bar", True):  # one switch turns every bar off
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     precision = choose_precision(str(config["trainer"]["precision"]), config["trainer"]["accelerator"])
     # Without a checkpoint callback (callbacks.model_checkpoint=null), Lightning would add its own.
     checkpointing = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
+    strategy = {}
+    if config["trainer"].get("strategy") == "ddp" and in_sweep():
+        # Lightning's ddp starts the other processes by running the command line again, which
+        # inside a -m sweep would run the whole sweep again: there, processes are spawned instead.
+        strategy = {"strategy": "ddp_spawn"}
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, precision=precision,
-                                      enable_checkpointing=checkpointing)
+                                      enable_checkpointing=checkpointing, **strategy)
+    task.check_processes(trainer.world_size)
     log.info(
         "training %s %s (%s, %s, %d parameters) on %s: %d train / %d validation batches, vocabulary %d; "
         "%d CPU threads", config["arch"]["name"], config["cell"]["name"], config["cell"]["impl"], trainer.precision,
         sum(p.numel() for p in task.parameters()), config["data"]["name"], len(data.train), len(data.valid),
         len(data.vocab), torch.get_num_threads(),
     )
-    if task.continues_run:
+    if task.continues_run and trainer.is_global_zero:
         record_resume_overrides(run_dir)
     # Lightning validates the final weights inside fit (see Task.on_train_batch_end), so the
-    # checkpoints, the HParams tab and the progress bar all see the last validation.
+    # checkpoints, the HParams tab and the progress bar all see the last validation. The report and
+    # result.json come from the process that trained (callbacks.Report): with ddp_spawn, not this one.
     trainer.fit(task, data.train, data.valid, ckpt_path=ckpt_path, weights_only=True)
+    if not trainer.is_global_zero:  # another DDP process: rank 0 reports
+        return math.nan
+    return json.loads((run_dir / "result.json").read_text(encoding="utf-8"))["best"][task.main_metric]
 
-    if task.sample_text is not None:  # written at the end of training (Task.on_train_end)
-        print(f"\n--- sample (temperature {config['sample']['temperature']}) ---\n{task.sample_text}\n---")
-    report(trainer, task, run_dir, loggers)
-    return task.best_score
+
+def in_sweep() -> bool:
+    """Whether this run is a job of a Hydra multirun (-m)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def share_cpu_threads() -> None:
@@ -146,25 +160,3 @@ def record_resume_overrides(run_dir: Path) -> None:
     if added:  # appended as YAML list items; an empty list (`[]`) is written anew
         with open(record, "a" if earlier else "w", encoding="utf-8") as f:
             f.write(OmegaConf.to_yaml(added))
-
-
-def report(trainer: Any, task: Any, run_dir: Path, loggers: list) -> None:
-    """The last validation, the best one with where it is saved, and where the run is."""
-    metrics = trainer.callback_metrics
-    name = task.main_metric
-    lines = [f"final val/loss {float(metrics['val/loss']):.4f}, {name} {float(metrics[name]):.4f} "
-             f"after {task.global_step} steps"]
-    best_path = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path), None)
-    saved = f": {Path(best_path).resolve()}" if best_path else " (no checkpoint saved)"
-    lines.append(f"best  {name} {task.best_score:.4f} at step {task.best_step}{saved}")
-    if task.test_metrics is not None:
-        measured = ", ".join(f"test/{k} {v:.4f}" for k, v in task.test_metrics.items())
-        lines.append(f"test split (final weights): {measured}")
-    lines.append(f"run folder: {run_dir}")
-    result = {"final": {"val/loss": float(metrics["val/loss"]), name: float(metrics[name])},
-              "best": {name: task.best_score, "step": task.best_step, "checkpoint": best_path},
-              "steps": task.global_step, "test": task.test_metrics}
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")  # for summaries
-    if any(type(logger).__name__ == "TensorBoardLogger" for logger in loggers):
-        lines.append(f"view it:    tensorboard --logdir {run_dir}")
-    print("\n".join(lines))

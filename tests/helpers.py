@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -38,6 +40,14 @@ def make_text(n_words: int = 1500, seed: int = 0) -> str:
     words = "the quick brown fox jumps over a lazy dog and then runs home to sleep".split()
     lines = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 10))) for _ in range(n_words // 7)]
     return "\n".join(lines) + "\n"
+
+
+def run_train(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """train.py as a user runs it: a subprocess, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def compose_config(*overrides: str) -> DictConfig:

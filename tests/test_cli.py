@@ -1,19 +1,11 @@
 """train.py as a user runs it: a subprocess, from the repository root."""
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.helpers import DATA_DIR, REPO, TINY_MODEL, make_text, read_scalars
-
-
-def run_train(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+from tests.helpers import DATA_DIR, REPO, TINY_MODEL, make_text, read_scalars, run_train
 
 
 def test_help_does_not_import_torch_or_lightning():
@@ -128,3 +120,6 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     summary = subprocess.run([sys.executable, "scripts/summarize.py", str(sweep)], cwd=REPO, capture_output=True,
                              text=True, timeout=120)
     assert summary.returncode == 0 and "| failed: arch.combine=product is defined" in summary.stdout
+    assert summary.stdout.count("| finished |") == 3
+    for name in ("summary.md", "summary.csv", "curves.png", "by_parameter.png"):
+        assert (sweep / name).stat().st_size > 0

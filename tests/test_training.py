@@ -90,7 +90,7 @@ def test_hparams_are_written_for_tensorboards_hparams_tab(tiny_text, tmp_path):
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     assert {m.name.tag for m in experiment.experiment.metric_infos} == {"hp/val_bpc", "hp/best_val_bpc"}
     # The metric the tab shows last is the real best, not the initial placeholder.
-    assert read_scalars(run_dir)["hp/best_val_bpc"][-1][1] == pytest.approx(best / math.log(2), rel=1e-6)
+    assert read_scalars(run_dir)["hp/best_val_bpc"][-1][1] == pytest.approx(best, rel=1e-6)  # train() returns it
 
 
 def test_resume_restores_weights_optimizer_and_step(tiny_text, tmp_path):
@@ -204,7 +204,7 @@ def test_word_level_training_logs_perplexity_and_samples_words(tiny_text, tmp_pa
     assert "val/bpc" not in scalars
     for (_, loss), (_, ppl) in zip(scalars["val/loss"], scalars["val/ppl"], strict=True):
         assert ppl == pytest.approx(math.exp(loss), rel=1e-5)
-    assert scalars["hp/best_val_ppl"][-1][1] == pytest.approx(math.exp(best), rel=1e-5)
+    assert scalars["hp/best_val_ppl"][-1][1] == pytest.approx(best, rel=1e-5)  # train() returns the best ppl
     sample = capsys.readouterr().out.split("---\n")[1]
     words = set(tiny_text.read_text().split())
     assert sample.startswith("the ") and set(sample.split()) <= words | {"<unk>"}

@@ -34,6 +34,11 @@ def sqlite_file(storage: Any) -> Path | None:
     return None
 
 
+def as_settings(overrides: list[str]) -> dict[str, str]:
+    """Command-line overrides as {key: value}; the last of a repeated key wins, as in Hydra."""
+    return {key: value for key, _, value in (override.partition("=") for override in overrides)}
+
+
 class JobFailed(Exception):
     """A sweep job that failed: its error is in error.txt in its folder."""
 
@@ -50,8 +55,10 @@ class FailedJobsRaise:
         for job in returns:
             value = job.return_value if job.status == JobStatus.COMPLETED else None
             if isinstance(value, float) and math.isnan(value):
+                record = Path(job.hydra_cfg.hydra.runtime.output_dir) / "error.txt"
+                error = record.read_text(encoding="utf-8").splitlines()[0] if record.exists() else "no error.txt"
                 job.status = JobStatus.FAILED
-                job._return_value = JobFailed(f"job {job.working_dir} failed: see error.txt there")
+                job._return_value = JobFailed(f"{error} ({record})")
         return returns
 
     def __getattr__(self, name: str) -> Any:
@@ -78,20 +85,29 @@ class OptunaSweeper(PluginOptunaSweeper):
             else:
                 study = optuna.create_study(study_name=impl.study_name, storage=impl.storage,
                                             directions=impl._get_directions())
-                study.set_user_attr(SETTINGS_ATTR, sorted(arguments))
-        return impl.sweep(arguments)
+                study.set_user_attr(SETTINGS_ATTR, list(arguments))  # in order: the last of a key wins
+        try:
+            return impl.sweep(arguments)
+        except ValueError:  # the plugin asks the study for its best trial at the end
+            study = optuna.load_study(study_name=impl.study_name, storage=impl.storage) if impl.storage else None
+            if study is None or any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+                raise
+            print(f"error: no trial of study {impl.study_name!r} finished; each failed trial's error is in "
+                  f"error.txt in its folder under {impl.sweep_dir}", file=sys.stderr)
+            sys.exit(2)
 
     def _continue(self, study: Any, arguments: list[str]) -> None:
         """Go on with an earlier study: refuse other settings, number jobs after its trials, reseed."""
         impl = self.sweeper
-        earlier, now = set(study.user_attrs.get(SETTINGS_ATTR, arguments)), set(arguments)
+        earlier, now = as_settings(study.user_attrs.get(SETTINGS_ATTR, arguments)), as_settings(arguments)
         if earlier != now:
-            changes = [f"{word} {' '.join(sorted(items))}"
-                       for word, items in (("adds", now - earlier), ("lacks", earlier - now)) if items]
+            changes = [f"{key}={now[key]}" if key in now else f"no {key}" for key in sorted(earlier.keys() | now.keys())
+                       if earlier.get(key) != now.get(key)]
+            were = [f"{key}={earlier[key]}" for key in sorted(earlier) if earlier[key] != now.get(key)]
             # Outside the job function, so not train.py's error handling: one line, status 2.
-            print(f"error: study {impl.study_name!r} in {impl.storage} was run with other settings: this command "
-                  f"{' and '.join(changes)}; give its settings to add trials to it, or hydra.sweeper.study_name=NEW "
-                  "for a new study", file=sys.stderr)
+            print(f"error: study {impl.study_name!r} in {impl.storage} was run with other settings: "
+                  f"{' '.join(changes)} here, {' '.join(were) or 'none of them'} there; give its settings to add "
+                  "trials to it, or hydra.sweeper.study_name=NEW for a new study", file=sys.stderr)
             sys.exit(2)
         already = len(study.trials)
         impl.job_idx = already  # the next job's folder is named after its trial number

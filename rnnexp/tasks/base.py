@@ -86,6 +86,25 @@ class Task(pl.LightningModule):
         """The vocabulary and the train and validation loaders this config asks for."""
         raise NotImplementedError
 
+    def check_processes(self, processes: int) -> None:
+        """Refuse (ConfigError) a number of training processes (trainer=ddp) the task cannot split its data for."""
+
+    def ranks(self) -> int:
+        """The number of training processes: 1, or N under DDP."""
+        return self._trainer.world_size if self._trainer is not None else 1
+
+    def sum_over_ranks(self, value: Tensor) -> Tensor:
+        """`value` summed over the DDP processes (itself in a single process)."""
+        return self.trainer.strategy.reduce(value, reduce_op="sum") if self.ranks() > 1 else value
+
+    def gather_from_ranks(self, value: Any) -> list:
+        """`value` of every DDP process, in rank order (a list of one in a single process)."""
+        if self.ranks() == 1:
+            return [value]
+        gathered = [None] * self.ranks()
+        torch.distributed.all_gather_object(gathered, value)
+        return gathered
+
     @property
     def main_metric(self) -> str:
         return f"val/{self.score_name}"
@@ -115,10 +134,12 @@ class Task(pl.LightningModule):
     def on_train_end(self) -> None:
         """The test split is measured once, with the final weights (`test/...`); the sample goes to
         sample.txt and the TEXT tab: here, while the loggers are still open; train() prints both."""
-        if self.test_loader is not None:
+        if self.test_loader is not None:  # every DDP process measures its share
             self.test_metrics = self.evaluate(self.test_loader)
             for logger in self.loggers:
                 logger.log_metrics({f"test/{k}": v for k, v in self.test_metrics.items()}, step=self.global_step)
+        if not self.trainer.is_global_zero:
+            return
         self.sample_text = self.generate_sample()
         if self.sample_text is None:
             return
@@ -181,9 +202,9 @@ class Task(pl.LightningModule):
         clip = self.config["clip"] or math.inf
         norms["grad_norm/total_after_clip"] = total.clamp(max=clip)
         norms["grad_norm/clipped_frac"] = self._window_clipped / max(self._window_updates, 1)
-        train_loss = self._loss_sum / max(self._window_steps, 1)
+        train_loss = self.sum_over_ranks(self._loss_sum / max(self._window_steps, 1)) / self.ranks()
         elapsed = time.perf_counter() - self._window_start
-        tokens_per_sec = self._window_tokens / elapsed
+        tokens_per_sec = self._window_tokens * self.ranks() / elapsed  # of all DDP processes together
         # One copy to the host for every value; written and flushed now, at the step they describe,
         # so they are on disk before this step's checkpoint (Lightning would write them after it,
         # and a kill in between would lose them for good).
@@ -280,7 +301,9 @@ class Task(pl.LightningModule):
         name = self.score_name
         values = {"val/loss": loss, **{k: float(v) for k, v in metrics.items()}, f"hp/val_{name}": value,
                   f"hp/best_val_{name}": self.best_score}
-        self.log_dict(values, logger=False)  # for checkpoints, early stopping and the progress bar
+        # For checkpoints, early stopping and the progress bar. Under DDP the values are the same in
+        # every process (summed over all of them); syncing keeps Lightning from asking for it.
+        self.log_dict(values, logger=False, sync_dist=self.ranks() > 1)
         # Written by us at the step of the last training batch before it (Lightning's convention,
         # so that a resume's purge at the checkpoint's step keeps it), whatever Lightning's own
         # logger step counter says after a resume.

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnexp.cells import State
-from rnnexp.data import StreamLoader, TBPTTBatches, load_corpus
-from rnnexp.errors import DataError
+from rnnexp.data import StreamLoader, TBPTTBatches, load_corpus, process_rank, streams_of_rank
+from rnnexp.errors import CheckpointError, DataError
 from rnnexp.model import build_language_model
 from rnnexp.sample import generate
 from rnnexp.tasks.base import Task, TaskData, apply_to_state, detach_state
@@ -48,7 +48,11 @@ class LanguageModelTask(Task):
         # Word models are compared by perplexity, character and byte models by bits per symbol.
         self.score_name = "ppl" if config["tokenizer"]["name"] == "word" else "bpc"
         self.train_state: State | None = None
+        self._saved_train_states: list[State | None] | None = None
         self.val_state: State | None = None
+
+    def check_processes(self, processes: int) -> None:
+        streams_of_rank(self.config["batch_size"], 0, processes)  # each process carries its share of the streams
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         return self.model(tokens, state)
@@ -77,8 +81,15 @@ class LanguageModelTask(Task):
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        if self.train_state is not None:  # restored from a checkpoint
-            self.train_state = apply_to_state(self.train_state, lambda s: s.to(self.device))
+        if self._saved_train_states is not None:  # restored from a checkpoint: one state per process
+            rank, processes = process_rank()
+            if len(self._saved_train_states) != processes:
+                raise CheckpointError(
+                    f"the checkpoint was trained by {len(self._saved_train_states)} processes, each carrying the "
+                    f"hidden state of its streams; resume it with as many (trainer.devices), not {processes}")
+            state = self._saved_train_states[rank]
+            self.train_state = None if state is None else apply_to_state(state, lambda s: s.to(self.device))
+            self._saved_train_states = None
 
     def on_validation_epoch_start(self) -> None:
         self.val_state = None  # validation carries its own state, separate from training's
@@ -92,7 +103,9 @@ class LanguageModelTask(Task):
         self._val_tokens += targets.numel()
 
     def validation_metrics(self) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        val_loss = (self._val_nll / self._val_tokens).float()
+        # Under DDP each process scored its share of the streams: the sums are taken over all of them.
+        tokens = self.sum_over_ranks(torch.tensor(self._val_tokens, device=self._val_nll.device, dtype=torch.float64))
+        val_loss = (self.sum_over_ranks(self._val_nll) / tokens).float()
         score = self.score(val_loss)
         return val_loss, {f"val/{self.score_name}": score}, score
 
@@ -101,14 +114,17 @@ class LanguageModelTask(Task):
             return
         self.log_validation(*self.validation_metrics())
         length = self.config["sample"]["val_length"]
-        if length > 0 and self.trainer.state.fn == "fit":  # how the writing changes as it trains
+        if length > 0 and self.trainer.state.fn == "fit" and self.trainer.is_global_zero:  # how the writing changes
             self.log_text("samples/validation", self.generate_sample(length))
 
     def extra_state(self) -> dict[str, Any]:
-        return {"train_state": self.train_state}
+        # Every DDP process carries the state of its own streams: all of them are saved, in rank order.
+        state = None if self.train_state is None else apply_to_state(self.train_state, Tensor.cpu)
+        return {"train_states": self.gather_from_ranks(state)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.train_state = state["train_state"]
+        # Taken up in on_train_start, once this process knows its rank.
+        self._saved_train_states = state["train_states"] if "train_states" in state else [state["train_state"]]
 
     def generate_sample(self, length: int | None = None) -> str | None:
         """`length` (default `sample.length`) tokens after `sample.prime`, seeded by `seed`."""

@@ -140,7 +140,7 @@ class SegmentationTask(Task):
         ]).double()
 
     def validation_metrics(self) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        nll, correct, tp, fp, fn, count = self._sums
+        nll, correct, tp, fp, fn, count = self.sum_over_ranks(self._sums)  # all DDP processes
         f1 = (2 * tp / (2 * tp + fp + fn).clamp(min=1)).float()
         return (nll / count).float(), {"val/acc": (correct / count).float(), "val/f1": f1}, f1
 

@@ -365,7 +365,7 @@ class Seq2SeqTask(Task):
         return "".join(symbols)
 
     def validation_metrics(self) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        nll, tokens, correct, exact, count = self._sums
+        nll, tokens, correct, exact, count = self.sum_over_ranks(self._sums)  # all DDP processes
         seq_acc = (exact / count).float()
         return (nll / tokens).float(), {"val/token_acc": (correct / tokens).float(), "val/seq_acc": seq_acc}, seq_acc
 

@@ -10,6 +10,7 @@ setting, one line per value of the second). Works on a sweep still running or pa
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import statistics
@@ -87,6 +88,8 @@ def read_run(folder: Path) -> Run:
         run.status = "failed: " + (folder / "error.txt").read_text().strip().splitlines()[0]
     elif (folder / "result.json").exists():
         run.status = "finished"
+        # The steps it trained (the last logged training step is up to log_every_n_steps before them).
+        run.steps = json.loads((folder / "result.json").read_text(encoding="utf-8"))["steps"]
     return run
 
 
@@ -179,5 +182,9 @@ class SummarizeSweep(Callback):
     """Hydra callback: summarize a multirun's folder when its last job has ended."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        path = summarize(Path(config.hydra.sweep.dir))
+        try:
+            path = summarize(Path(config.hydra.sweep.dir))
+        except FileNotFoundError as e:  # no job got as far as its folder
+            print(f"no sweep summary: {e}")
+            return
         print(f"sweep summary: {path} (and summary.csv, curves.png, by_parameter.png beside it)")

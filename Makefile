@@ -21,7 +21,7 @@ train: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto $(ARGS)  # one worker per core (pytest-xdist)
 
 lint: setup
 	$(BIN)/ruff check .

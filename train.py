@@ -11,17 +11,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from rnnexp.checkpoint import resume_output_subdir, resume_run_dir
-from rnnexp.run_names import run_name
-from rnnexp.summary import objective_direction
+from rnnexp.resolvers import register
 
-OmegaConf.register_new_resolver("resume_run_dir", resume_run_dir, replace=True)
-OmegaConf.register_new_resolver("resume_output_subdir", resume_output_subdir, replace=True)
-OmegaConf.register_new_resolver("run_name", run_name, replace=True)
-OmegaConf.register_new_resolver("objective_direction", objective_direction, replace=True)
-
+register()  # the resolvers conf/ uses (run folders, run names, a search's direction, study budgets)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:

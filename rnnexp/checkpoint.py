@@ -146,7 +146,7 @@ def check_fits(checkpoint: dict[str, Any], path: Path, config: dict[str, Any], v
 # What a resume may change: how long it trains, how it logs and shows progress, where files are.
 # Everything else (model, data, optimisation) must be the checkpoint's own.
 RESUME_MAY_CHANGE = (
-    "ckpt_path", "init_from", "run_dir", "data_dir", "cache_dir", "sample.", "logger.",
+    "ckpt_path", "init_from", "run_dir", "data_dir", "cache_dir", "scale", "sample.", "logger.",
     "callbacks.progress_bar", "callbacks.diagnostics.", "diagnostics.",
     "callbacks.early_stop.", "callbacks.model_checkpoint.every_n_steps", "trainer.max_steps", "trainer.max_time",
     "trainer.max_epochs", "trainer.val_check_interval", "trainer.log_every_n_steps", "trainer.enable_progress_bar",

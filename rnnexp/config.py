@@ -47,6 +47,8 @@ def validate_config(cfg: dict[str, Any]) -> None:
     _positive_int(arch, "embedding_dim", "arch.embedding_dim")
     if not isinstance(cfg["lr"], int | float) or cfg["lr"] <= 0:
         raise ConfigError(f"lr must be a positive number, got {cfg['lr']!r}")
+    if isinstance(cfg["scale"], bool) or not isinstance(cfg["scale"], int | float) or cfg["scale"] <= 0:
+        raise ConfigError(f"scale must be a positive number, got {cfg['scale']!r}")
     if cfg["clip"] is not None and (not isinstance(cfg["clip"], int | float) or cfg["clip"] < 0):
         raise ConfigError(f"clip must be a number >= 0 (0 turns clipping off), got {cfg['clip']!r}")
     if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
@@ -80,7 +82,8 @@ def validate_config(cfg: dict[str, Any]) -> None:
     if (arch["name"] == "seq2seq") != (task == "seq2seq"):
         raise ConfigError(
             f"data={data['name']} is a sequence-to-sequence task: use arch=seq2seq" if task == "seq2seq" else
-            f"arch=seq2seq needs a sequence-to-sequence task (data=reverse, copy, sort, addition or parallel_text), "
+            f"arch=seq2seq needs a sequence-to-sequence task (data=reverse, copy, sort, addition, number_words or "
+            f"parallel_text), "
             f"not data={data['name']}"
         )
     if arch["name"] == "arch2" and task != "lm":
@@ -93,7 +96,19 @@ def validate_config(cfg: dict[str, Any]) -> None:
         )
     if task == "seq2seq" and data["name"] != "parallel_text":
         _validate_generated_task(data)
+    if task == "long_range":
+        for key in ("length", "train_batches", "valid_size"):
+            _positive_int(data, key, f"data.{key}")
+        if data["name"] == "adding" and data["length"] < 2:
+            raise ConfigError(f"data.length must be at least 2 for the adding problem (a marker in each half), "
+                              f"got {data['length']}")
     if arch["name"] == "seq2seq":
+        if arch["encoder"] not in ("rnn", "vector"):
+            raise ConfigError(f"arch.encoder must be rnn or vector, got {arch['encoder']!r}")
+        if arch["encoder"] == "vector" and (arch["attention"] or arch["encoder_bidirectional"] or
+                                             data["name"] == "parallel_text"):
+            raise ConfigError("arch.encoder=vector has no encoder states: it takes a generated task's fixed-size "
+                              "source, without attention or a bidirectional encoder")
         if arch["context"] not in ("init", "every_step", "both"):
             raise ConfigError(f"arch.context must be init, every_step or both, got {arch['context']!r}")
         if arch["encoder_hidden_size"] is not None:
@@ -153,10 +168,17 @@ def validate_config(cfg: dict[str, Any]) -> None:
 
 
 def _validate_generated_task(data: dict[str, Any]) -> None:
-    for key in ("train_batches", "valid_size", *(("max_digits",) if data["name"] == "addition" else
-                                                ("num_symbols", "min_length", "max_length"))):
+    own = {"addition": ("max_digits",), "number_words": ("max_value",)}.get(
+        data["name"], ("num_symbols", "min_length", "max_length"))
+    for key in ("train_batches", "valid_size", *own):
         _positive_int(data, key, f"data.{key}")
-    if data["name"] != "addition":
+    if data["name"] == "number_words":
+        if data["max_value"] >= 10**6:
+            raise ConfigError(f"data.max_value must be below 1000000 (words up to thousands), got {data['max_value']}")
+        if 2 * data["valid_size"] > data["max_value"] + 1:
+            raise ConfigError(f"data.valid_size={data['valid_size']} would hold out over half of the "
+                              f"{data['max_value'] + 1} numbers: give a larger data.max_value or a smaller valid_size")
+    elif data["name"] != "addition":
         if data["num_symbols"] > 26:
             raise ConfigError(f"data.num_symbols must be at most 26 (the letters a-z), got {data['num_symbols']}")
         if data["min_length"] > data["max_length"]:

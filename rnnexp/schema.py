@@ -51,6 +51,7 @@ class Train:
     init_from: str | None
     data_dir: str | None
     cache_dir: str | None
+    scale: float
     run_dir: str
     guard: Guard
     decode: Decode
@@ -119,6 +120,7 @@ class Arch2:
 @dataclass
 class Seq2Seq:
     name: str
+    encoder: str
     embedding_dim: int
     encoder_hidden_size: int | None
     encoder_bidirectional: bool
@@ -207,6 +209,24 @@ class Addition:
 
 
 @dataclass
+class LongRange:  # adding, copy_memory
+    task: str
+    name: str
+    length: int
+    train_batches: int
+    valid_size: int
+
+
+@dataclass
+class NumberWords:
+    task: str
+    name: str
+    max_value: int
+    train_batches: int
+    valid_size: int
+
+
+@dataclass
 class ParallelText:
     task: str
     name: str
@@ -226,6 +246,8 @@ GROUPS: dict[str, dict[str, type]] = {
         "segmentation": Segmentation,
         **dict.fromkeys(("reverse", "copy", "sort"), SymbolTask),
         "addition": Addition,
+        "number_words": NumberWords,
         "parallel_text": ParallelText,
+        **dict.fromkeys(("adding", "copy_memory"), LongRange),
     },
 }

@@ -52,6 +52,8 @@ def main_metric(config: dict[str, Any]) -> tuple[str, bool]:
         return "val/f1", True
     if task == "seq2seq":
         return "val/seq_acc", True
+    if task == "long_range":
+        return ("val/mse" if config["data"].get("name") == "adding" else "val/loss"), False
     return ("val/ppl" if config.get("tokenizer", {}).get("name") == "word" else "val/bpc"), False
 
 
@@ -105,56 +107,77 @@ def swept_keys(runs: list[Run]) -> list[str]:
 
 
 def summarize(root: Path) -> Path:
-    """Write summary.md, summary.csv and the plots into `root`; returns summary.md's path."""
+    """Write summary.md, summary.csv and the plots into `root`; returns summary.md's path. Runs whose
+    main metrics differ (a sweep over tasks: val/mse and val/loss) get a table and a chart each."""
     runs = find_runs(root)
     if not runs:
         raise FileNotFoundError(f"no run under {root} (no .hydra/config.yaml)")
-    swept = swept_keys(runs)
-    finite = [r for r in runs if r.best is not None]
-    higher = runs[0].higher_is_better
-    ordered = sorted(finite, key=lambda r: -r.best[1] if higher else r.best[1]) + [r for r in runs if r.best is None]
-    metric = runs[0].metric
-    header = ["run", *swept, f"best {metric}", "step of best", f"final {metric}", "steps", "tokens/s", "wall s",
-              "status"]
-    rows = []
-    for run in ordered:
-        best, final = run.best, run.curve[-1] if run.curve else None
-        rows.append([run.folder.name, *(run.overrides.get(k, "") for k in swept),
-                     f"{best[1]:.4f}" if best else "", str(best[0] + 1) if best else "",
-                     f"{final[1]:.4f}" if final else "", str(run.steps), f"{run.tokens_per_sec:,.0f}",
-                     f"{run.wall_seconds:.0f}", run.status])
-    table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
-                      ["| " + " | ".join(row) + " |" for row in rows])
-    (root / "summary.md").write_text(f"# {root.name}: {len(runs)} runs, by {metric}\n\n{table}\n", encoding="utf-8")
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.metric, []).append(run)
+    sections, csv_rows, plotted = [], [], []
+    for metric, members in groups.items():
+        swept = swept_keys(members)
+        finite = [r for r in members if r.best is not None]
+        ordered = sorted(finite, key=lambda r: -r.best[1] if r.higher_is_better else r.best[1]) + \
+            [r for r in members if r.best is None]
+        header = ["run", *swept, f"best {metric}", "step of best", f"final {metric}", "steps", "tokens/s", "wall s",
+                  "status"]
+        rows = [[run.folder.name, *(run.overrides.get(k, "") for k in swept), *_measures(run)] for run in ordered]
+        table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
+                          ["| " + " | ".join(row) + " |" for row in rows])
+        sections.append(table if len(groups) == 1 else f"## {metric}: {len(members)} runs\n\n{table}")
+        csv_rows += [header, *rows]
+        plotted.append((metric, ordered, swept))
+    title = f"{len(runs)} runs, by {', '.join(groups)}"
+    (root / "summary.md").write_text(f"# {root.name}: {title}\n\n" + "\n\n".join(sections) + "\n", encoding="utf-8")
     with open(root / "summary.csv", "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([header, *rows])
-    plot(ordered, swept, metric, root)
+        csv.writer(f).writerows(csv_rows)  # one header row per metric
+    plot(plotted, root)
     return root / "summary.md"
 
 
-def plot(runs: list[Run], swept: list[str], metric: str, root: Path) -> None:
+def _measures(run: Run) -> list[str]:
+    best, final = run.best, run.curve[-1] if run.curve else None
+    return [f"{best[1]:.4f}" if best else "", str(best[0] + 1) if best else "", f"{final[1]:.4f}" if final else "",
+            str(run.steps), f"{run.tokens_per_sec:,.0f}", f"{run.wall_seconds:.0f}", run.status]
+
+
+def plot(groups: list[tuple[str, list[Run], list[str]]], root: Path) -> None:
+    """curves.png and by_parameter.png, with one chart per main metric in each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5))
-    for run in runs:
-        if run.curve:
-            # Lightning logs a validation at the step of the batch before it: +1 is the step it follows.
-            axes.plot([s + 1 for s, _ in run.curve], [v for _, v in run.curve], marker=".", label=run.folder.name)
-    axes.set(xlabel="training step", ylabel=metric, title=f"{root.name}: {metric} at each validation")
-    axes.legend(fontsize="x-small")
+    figure, charts = plt.subplots(len(groups), 1, figsize=(8, 5 * len(groups)), squeeze=False)
+    for (metric, runs, _), axes in zip(groups, charts[:, 0], strict=True):
+        for run in runs:
+            if run.curve:
+                # Lightning logs a validation at the step of the batch before it: +1 is the step it follows.
+                axes.plot([s + 1 for s, _ in run.curve], [v for _, v in run.curve], marker=".", label=run.folder.name)
+        axes.set(xlabel="training step", ylabel=metric, title=f"{root.name}: {metric} at each validation")
+        axes.legend(fontsize="x-small")
     figure.tight_layout()
     figure.savefig(root / "curves.png", dpi=120)
     plt.close(figure)
-    if not swept:
+    swept_groups = [group for group in groups if group[2]]
+    if not swept_groups:
         return
+    figure, charts = plt.subplots(len(swept_groups), 1, figsize=(8, 5 * len(swept_groups)), squeeze=False)
+    for (metric, runs, swept), axes in zip(swept_groups, charts[:, 0], strict=True):
+        plot_by_parameter(axes, runs, swept, metric, root.name)
+    figure.tight_layout()
+    figure.savefig(root / "by_parameter.png", dpi=120)
+    plt.close(figure)
+
+
+def plot_by_parameter(axes: Any, runs: list[Run], swept: list[str], metric: str, name: str) -> None:
+    """The best value against the first swept setting, one line per value of the second."""
     x_key, line_key = swept[0], (swept[1] if len(swept) > 1 else None)
     xs = list(dict.fromkeys(run.overrides.get(x_key, "") for run in runs))
     numeric = all(_is_number(x) for x in xs)
     xs = sorted(xs, key=float) if numeric else xs
-    figure, axes = plt.subplots(figsize=(8, 5))
     for line in dict.fromkeys(run.overrides.get(line_key, "") for run in runs) if line_key else [""]:
         points = [(x, next((r.best[1] for r in runs if r.best and r.overrides.get(x_key, "") == x and
                             (not line_key or r.overrides.get(line_key, "") == line)), math.nan)) for x in xs]
@@ -162,12 +185,9 @@ def plot(runs: list[Run], swept: list[str], metric: str, root: Path) -> None:
         axes.plot(positions, [v for _, v in points], marker="o", label=f"{line_key}={line}" if line_key else None)
     if not numeric:
         axes.set_xticks(range(len(xs)), xs, rotation=30, ha="right")
-    axes.set(xlabel=x_key, ylabel=f"best {metric}", title=f"{root.name}: best {metric} by {x_key}")
+    axes.set(xlabel=x_key, ylabel=f"best {metric}", title=f"{name}: best {metric} by {x_key}")
     if line_key:
         axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(root / "by_parameter.png", dpi=120)
-    plt.close(figure)
 
 
 def _is_number(text: str) -> bool:

@@ -13,12 +13,14 @@ from omegaconf.errors import MissingMandatoryValue
 
 from rnnexp.config import validate_config
 from rnnexp.errors import ConfigError
+from rnnexp.resolvers import register
 
 log = logging.getLogger("rnnexp")
 
 
 def resolve(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain Python values, with a one-line error for a required value left unset."""
+    register()  # as train.py does, for configs composed in-process
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as e:

@@ -19,6 +19,7 @@ TASKS = {
     "lm": "rnnexp.tasks.language_model:LanguageModelTask",
     "segmentation": "rnnexp.tasks.segmentation:SegmentationTask",
     "seq2seq": "rnnexp.tasks.seq2seq:Seq2SeqTask",
+    "long_range": "rnnexp.tasks.long_range:LongRangeTask",
 }
 
 

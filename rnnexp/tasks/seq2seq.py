@@ -3,8 +3,11 @@ starts the decoder and/or feeds every decoder step, and the decoder writes the t
 at a time (Sutskever et al. 2014, Cho et al. 2014), optionally attending over the encoder's outputs
 (Bahdanau et al. 2015).
 
-Tasks are generated on the fly from a seed (`reverse`, `copy`, `sort`, `addition`) or read from a
-TSV of source/target pairs (`parallel_text`). Batches are padded; the loss ignores padding, the
+Tasks are generated on the fly from a seed (`reverse`, `copy`, `sort`, `addition`, `number_words`) or
+read from a TSV of source/target pairs (`parallel_text`). With `arch.encoder=vector` there is no
+encoder RNN: the source is one fixed vector (its symbols one-hot, concatenated), which starts the
+decoder and/or feeds each of its steps, as in "unfolding" a vector into a sequence
+(`data=number_words`: 407 -> "four hundred seven"). Batches are padded; the loss ignores padding, the
 encoder skips it (packed sequences on the fused path, masked steps on the scratch path), and
 attention never looks at it. Metrics: val/loss, val/token_acc, val/seq_acc (exact match).
 """
@@ -33,8 +36,36 @@ SYMBOLS = "abcdefghijklmnopqrstuvwxyz"
 # --- tasks -------------------------------------------------------------------------------------
 
 
+ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen").split()
+TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_words(n: int) -> str:
+    """0 <= n < 10**6 in English words: 407 -> "four hundred seven", 1042 -> "one thousand forty two"."""
+    if n < 20:
+        return ONES[n]
+    if n < 100:
+        return TENS[n // 10] + (f" {ONES[n % 10]}" if n % 10 else "")
+    if n < 1000:
+        return f"{ONES[n // 100]} hundred" + (f" {number_words(n % 100)}" if n % 100 else "")
+    return f"{number_words(n // 1000)} thousand" + (f" {number_words(n % 1000)}" if n % 1000 else "")
+
+
+def max_source_length(data: dict[str, Any]) -> int:
+    """The longest source a generated task makes (the size of a vector encoder's input)."""
+    if data["name"] == "number_words":
+        return len(str(data["max_value"]))
+    if data["name"] == "addition":
+        return 2 * data["max_digits"] + 1
+    return data["max_length"]
+
+
 def make_pair(task: str, rng: random.Random, data: dict[str, Any]) -> tuple[str, str]:
     """One (source, target) example of a generated task."""
+    if task == "number_words":  # the digits, zero-padded to a fixed length: one vector per number
+        n = rng.randint(0, data["max_value"])
+        return str(n).zfill(max_source_length(data)), number_words(n)
     if task == "addition":
         a, b = (rng.randint(0, 10 ** rng.randint(1, data["max_digits"]) - 1) for _ in range(2))
         return f"{a}+{b}", str(a + b)
@@ -45,6 +76,8 @@ def make_pair(task: str, rng: random.Random, data: dict[str, Any]) -> tuple[str,
 
 
 def task_alphabet(data: dict[str, Any]) -> str:
+    if data["name"] == "number_words":
+        return "0123456789 " + SYMBOLS
     return "0123456789+" if data["name"] == "addition" else SYMBOLS[: data["num_symbols"]]
 
 
@@ -174,7 +207,7 @@ class AdditiveAttention(nn.Module):
 
 
 class Seq2Seq(nn.Module):
-    def __init__(self, vocab_size: int, cell: dict[str, Any], arch: dict[str, Any]) -> None:
+    def __init__(self, vocab_size: int, cell: dict[str, Any], arch: dict[str, Any], source_length: int = 0) -> None:
         super().__init__()
         kind = cell_kind(cell)
         self.is_lstm, self.context_mode = cell["name"] == "lstm", arch["context"]
@@ -182,9 +215,14 @@ class Seq2Seq(nn.Module):
         enc = arch["encoder_hidden_size"] or dec
         directions = 2 if arch["encoder_bidirectional"] else 1
         self.embedding = nn.Embedding(vocab_size, emb, padding_idx=0)
-        self.encoder = make_rnn(input_size=emb, hidden_size=enc, bidirectional=directions == 2, **kind)
-        # The learned bridge from the encoder's final state (both directions) to the decoder's size.
-        self.bridge = nn.Linear(enc * directions, dec)
+        self.vocab_size, self.source_length = vocab_size, source_length
+        if arch.get("encoder", "rnn") == "vector":  # no encoder: the source is one vector, its symbols one-hot
+            self.encoder = None
+            self.bridge = nn.Linear(source_length * vocab_size, dec)
+        else:
+            self.encoder = make_rnn(input_size=emb, hidden_size=enc, bidirectional=directions == 2, **kind)
+            # The learned bridge from the encoder's final state (both directions) to the decoder's size.
+            self.bridge = nn.Linear(enc * directions, dec)
         every_step = self.context_mode in ("every_step", "both")
         self.attention = AdditiveAttention(dec, enc * directions, dec) if arch["attention"] else None
         cell_input = emb + dec * every_step + enc * directions * (self.attention is not None)
@@ -194,6 +232,11 @@ class Seq2Seq(nn.Module):
 
     def encode(self, source: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Encoder outputs (S, B, directions * enc) and the context vector (B, dec)."""
+        if self.encoder is None:  # vector to sequence: context = tanh(W [onehot(x_1); ...; onehot(x_S)] + b)
+            padded = F.pad(source, (0, 0, 0, self.source_length - source.shape[0]))  # <pad> is symbol 0
+            vector = F.one_hot(padded, self.vocab_size).transpose(0, 1).flatten(1).float()
+            context = torch.tanh(self.bridge(vector))
+            return context[None], context  # no per-step outputs (attention is refused with it)
         embedded = self.embedding(source)
         if isinstance(self.encoder, ScratchRNN):
             outputs, state = self.encoder(embedded, lengths=lengths)
@@ -309,7 +352,9 @@ class Seq2SeqTask(Task):
 
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__(config, vocab)
-        self.model = Seq2Seq(len(vocab), config["cell"], config["arch"])
+        data = config["data"]
+        source_length = max_source_length(data) if data["name"] != "parallel_text" else 0
+        self.model = Seq2Seq(len(vocab), config["cell"], config["arch"], source_length)
         self.bos, self.eos = vocab.index(BOS), vocab.index(EOS)
 
     @classmethod

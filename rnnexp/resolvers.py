@@ -1,0 +1,24 @@
+"""The resolvers conf/ uses beyond OmegaConf's own, registered by `register()` (train.py calls it
+at import, rnnexp.train before resolving a config composed in-process). Kept free of torch."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from rnnexp.checkpoint import resume_output_subdir, resume_run_dir
+from rnnexp.run_names import run_name
+from rnnexp.summary import objective_direction
+
+
+def scaled_time(seconds: float, scale: float) -> str:
+    """A study preset's time budget per run, `seconds` times `scale`, as Lightning's max_time
+    "DD:HH:MM:SS": `${scaled_time:70,${scale}}` is "00:00:01:10" at scale=1."""
+    total = max(1, round(float(seconds) * float(scale)))
+    return f"{total // 86400:02d}:{total // 3600 % 24:02d}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+
+def register() -> None:
+    for name, function in (("resume_run_dir", resume_run_dir), ("resume_output_subdir", resume_output_subdir),
+                           ("run_name", run_name), ("objective_direction", objective_direction),
+                           ("scaled_time", scaled_time)):
+        OmegaConf.register_new_resolver(name, function, replace=True)

@@ -1,0 +1,90 @@
+"""The study presets (conf/experiment/: unroll_study, long_range, arch_compare, lr_sweep) and the
+vector-to-sequence task."""
+
+import json
+
+import pytest
+import torch
+
+from rnnexp.tasks.seq2seq import Seq2Seq, load_seq2seq, number_words
+from tests.helpers import TINY_MODEL, compose_config, tiny_seq2seq_config
+
+STUDIES = {  # preset: (what its sweep varies, what shrinks one job of it to a tiny run)
+    "unroll_study": ({"cell": "rnn,rnn_relu,lstm,gru", "unroll": "5,10,20,40,80"}, ["data=text_file"]),
+    "long_range": ({"data": "adding,copy_memory", "data.length": "25,50,100", "cell": "rnn,lstm,gru"},
+                   ["data.length=12", "data.train_batches=4", "data.valid_size=8"]),
+    "arch_compare": ({"arch_variant": "arch1_sum,arch1_concat,arch1_product,arch2_teacher,arch2_scheduled,deep"},
+                     ["data=text_file", "arch_variant=arch1_product"]),
+    "lr_sweep": ({"lr": "0.1,0.25,0.5,1.0,1.5,2.5"}, ["data=text_file"]),
+}
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_each_study_preset_composes_and_runs_one_tiny_job(study, tiny_text, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from rnnexp.train import train
+    from tests.helpers import REPO
+
+    swept, shrink = STUDIES[study]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        hydra_cfg = compose(config_name="train", overrides=[f"experiment={study}"], return_hydra_config=True)
+    assert {k: str(v).replace(" ", "") for k, v in hydra_cfg.hydra.sweeper.params.items()} == swept
+    tiny = [o for o in TINY_MODEL if not o.startswith(("cell.hidden_size", "batch_size", "unroll"))]
+    run_dir = tmp_path / "run"
+    cfg = compose_config(f"experiment={study}", *shrink, f"data.path={tiny_text}" if "data=text_file" in shrink else
+                         "seed=1", "cell.hidden_size=8", "batch_size=4", "unroll=8", *tiny, f"run_dir={run_dir}")
+    assert cfg.trainer.max_time in ("00:00:00:45", "00:00:00:50")  # the budget at scale=1
+    train(cfg)
+    assert json.loads((run_dir / "result.json").read_text())["steps"] == 4
+
+
+def test_scale_multiplies_a_study_presets_time_per_run():
+    assert compose_config("experiment=unroll_study", "scale=4").trainer.max_time == "00:00:03:00"
+    assert compose_config("experiment=long_range", "scale=0.5").trainer.max_time == "00:00:00:25"
+
+
+def test_arch_variants_set_their_architecture():
+    assert compose_config("arch_variant=arch1_concat").arch.combine == "concat"
+    assert compose_config("arch_variant=arch2_scheduled").arch.feedback == "scheduled"
+    assert compose_config("arch_variant=deep").arch.num_layers == 3
+
+
+def test_numbers_in_words():
+    assert [number_words(n) for n in (0, 7, 13, 40, 42, 100, 407, 1042, 99999)] == [
+        "zero", "seven", "thirteen", "forty", "forty two", "one hundred", "four hundred seven",
+        "one thousand forty two", "ninety nine thousand nine hundred ninety nine"]
+
+
+@pytest.mark.parametrize("context", ["init", "every_step", "both"])
+def test_vector_to_sequence_feeds_the_vector_as_initial_state_every_step_or_both(context, tmp_path):
+    from rnnexp.train import train
+
+    config = tiny_seq2seq_config(tmp_path / "run", "data=number_words", "data.max_value=999", "data.valid_size=20",
+                                 "arch.encoder=vector", f"arch.context={context}")
+    data = load_seq2seq(config, tmp_path)
+    source, lengths, target = next(iter(data.train))
+    assert source.shape[0] == 3  # three digits, zero-padded: one fixed-size vector per number
+    model = Seq2Seq(len(data.vocab.symbols), config.cell, config.arch, source_length=3)
+    assert model.encoder is None and model.bridge.in_features == 3 * len(data.vocab.symbols)
+    memory = model.start(source, lengths)
+    h = memory["state"][0] if isinstance(memory["state"], tuple) else memory["state"]
+    assert h.abs().sum() > 0 if context in ("init", "both") else h.abs().sum() == 0  # the vector starts it or not
+    # every step: the decoder's input has the context beside the symbol's embedding
+    every_step = context in ("every_step", "both")
+    assert model.decoder.input_size == config.arch.embedding_dim + config.cell.hidden_size * every_step
+    changed = source.clone()
+    changed[0] = (changed[0] + 1) % 10 + 3  # another first digit: the output must depend on it
+    assert not torch.allclose(model(source, lengths, target), model(changed, lengths, target))
+    train(config)  # and it trains, with token and sequence accuracy
+    assert "val/seq_acc" in json.loads((tmp_path / "run" / "result.json").read_text())["final"]
+
+
+def test_vector_encoder_refuses_attention(tmp_path):
+    from rnnexp.config import validate_config
+    from rnnexp.errors import ConfigError
+    from rnnexp.train import resolve
+
+    config = tiny_seq2seq_config(tmp_path / "run", "data=number_words", "arch.encoder=vector", "arch.attention=true")
+    with pytest.raises(ConfigError, match="arch.encoder=vector has no encoder states"):
+        validate_config(resolve(config))

@@ -106,9 +106,11 @@ def swept_keys(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({run.overrides.get(k) for run in runs}) > 1]
 
 
-def summarize(root: Path) -> Path:
+def summarize(root: Path, x: str | None = None, lines: str | None = None) -> Path:
     """Write summary.md, summary.csv and the plots into `root`; returns summary.md's path. Runs whose
-    main metrics differ (a sweep over tasks: val/mse and val/loss) get a table and a chart each."""
+    main metrics differ (a sweep over tasks: val/mse and val/loss) get a table and a chart each.
+    by_parameter.png plots the best value against swept setting `x`, one line per value of `lines`
+    (by default the first and second swept settings)."""
     runs = find_runs(root)
     if not runs:
         raise FileNotFoundError(f"no run under {root} (no .hydra/config.yaml)")
@@ -118,6 +120,11 @@ def summarize(root: Path) -> Path:
     sections, csv_rows, plotted = [], [], []
     for metric, members in groups.items():
         swept = swept_keys(members)
+        for key in (x, lines):
+            if key is not None and key not in swept:
+                raise ValueError(f"{key} is not a swept setting of these runs; they sweep "
+                                 f"{', '.join(swept) or 'nothing'}")
+        swept = [k for k in (x, lines) if k] + [k for k in swept if k not in (x, lines)]
         finite = [r for r in members if r.best is not None]
         ordered = sorted(finite, key=lambda r: -r.best[1] if r.higher_is_better else r.best[1]) + \
             [r for r in members if r.best is None]

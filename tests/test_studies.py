@@ -88,3 +88,22 @@ def test_vector_encoder_refuses_attention(tmp_path):
     config = tiny_seq2seq_config(tmp_path / "run", "data=number_words", "arch.encoder=vector", "arch.attention=true")
     with pytest.raises(ConfigError, match="arch.encoder=vector has no encoder states"):
         validate_config(resolve(config))
+
+
+@pytest.mark.slow
+def test_a_sweep_over_tasks_is_summarized_one_table_and_chart_per_metric(tmp_path):
+    from tests.helpers import run_train
+
+    sweep = tmp_path / "sweep"
+    result = run_train("-m", "data=adding,copy_memory", "cell=rnn,gru", "data.length=12", "data.train_batches=4",
+                       "data.valid_size=8", "cell.hidden_size=8", "batch_size=4", "unroll=5", "trainer.max_steps=4",
+                       "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", "optim=adam",
+                       f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = (sweep / "summary.md").read_text()
+    assert summary.startswith("# sweep: 4 runs, by val/mse, val/loss")
+    for metric in ("val/mse", "val/loss"):
+        section = summary.split(f"## {metric}: 2 runs")[1].split("## ")[0]
+        assert f"| best {metric} |" in section and section.count("| finished |") == 2
+        assert "| cell |" in section  # swept within the section; data is not (one task per section)
+    assert (sweep / "by_parameter.png").stat().st_size > 0 and (sweep / "curves.png").stat().st_size > 0

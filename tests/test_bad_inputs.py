@@ -56,7 +56,7 @@ CASES = [
     # (overrides, exit code, the message's line); {name} is filled in from the `files` fixture.
     (["cell=transformer"], 2, "error: cell=transformer does not exist (conf/cell/); the options are custom, gru, "),
     (["arch=arch9"], 2, "error: arch=arch9 does not exist (conf/arch/); did you mean arch=arch"),
-    (["data=imagenet"], 2, "error: data=imagenet does not exist (conf/data/); the options are addition, copy, "),
+    (["data=imagenet"], 2, "error: data=imagenet does not exist (conf/data/); the options are adding, addition, "),
     ([*TRAIN, "unroll=0"], 2, "error: unroll must be a positive integer, got 0"),
     ([*TRAIN, "batch_size=-1"], 2, "error: batch_size must be a positive integer, got -1"),
     ([*TRAIN, "cell.hidden_size=0"], 2, "error: cell.hidden_size must be a positive integer, got 0"),

@@ -95,7 +95,8 @@ def test_a_sweep_over_tasks_is_summarized_one_table_and_chart_per_metric(tmp_pat
     from tests.helpers import run_train
 
     sweep = tmp_path / "sweep"
-    result = run_train("-m", "data=adding,copy_memory", "cell=rnn,gru", "data.length=12", "data.train_batches=4",
+    result = run_train("-m", "experiment=long_range", "data=adding,copy_memory", "cell=rnn,gru", "data.length=12",
+                       "data.train_batches=4",
                        "data.valid_size=8", "cell.hidden_size=8", "batch_size=4", "unroll=5", "trainer.max_steps=4",
                        "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", "optim=adam",
                        f"hydra.sweep.dir={sweep}")

@@ -17,6 +17,7 @@ from rnnexp.resolvers import register
 
 register()  # the resolvers conf/ uses (run folders, run names, a search's direction, study budgets)
 
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     from rnnexp.errors import RnnexpError, TrainingDiverged

@@ -133,7 +133,7 @@ class Task(pl.LightningModule):
 
     def on_train_end(self) -> None:
         """The test split is measured once, with the final weights (`test/...`); the sample goes to
-        sample.txt and the TEXT tab: here, while the loggers are still open; train() prints both."""
+        sample.txt and the TEXT tab: here, while the loggers are still open; callbacks.Report prints both."""
         if self.test_loader is not None:  # every DDP process measures its share
             self.test_metrics = self.evaluate(self.test_loader)
             for logger in self.loggers:

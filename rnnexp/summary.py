@@ -20,6 +20,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from rnnexp.metrics import main_metric
+
 try:  # Hydra's callback base class; summarize() works without it
     from hydra.experimental.callback import Callback
 except ImportError:  # pragma: no cover
@@ -43,18 +45,6 @@ class Run:
         if not self.curve:
             return None
         return (max if self.higher_is_better else min)(self.curve, key=lambda point: point[1])
-
-
-def main_metric(config: dict[str, Any]) -> tuple[str, bool]:
-    """The task's main metric and whether higher is better, from a run's saved config."""
-    task = config.get("data", {}).get("task", "lm")
-    if task == "segmentation":
-        return "val/f1", True
-    if task == "seq2seq":
-        return "val/seq_acc", True
-    if task == "long_range":
-        return ("val/mse" if config["data"].get("name") == "adding" else "val/loss"), False
-    return ("val/ppl" if config.get("tokenizer", {}).get("name") == "word" else "val/bpc"), False
 
 
 def objective_direction(task: str) -> str:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from rnnexp.cells import State
 from rnnexp.errors import TrainingDiverged
+from rnnexp.metrics import main_metric
 from rnnexp.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("rnnexp")
@@ -52,18 +53,18 @@ class Task(pl.LightningModule):
 
     A subclass loads its data (`load_data`), builds `self.model`, computes its loss in
     `training_step` (calling `count_train`), and reports validation through `log_validation`.
-    `score_name` is its main metric, `val/<score_name>`: the one best.ckpt, early stopping and
+    `score_name` is its main metric, `val/<score_name>` (`rnnexp.metrics.main_metric`, from the config
+    alone, so that summaries and searches know it without the task): the one best.ckpt, early stopping and
     the HParams tab (`hp/val_<score_name>`, `hp/best_val_<score_name>`) follow; `score()` turns a
     loss into it where it is a function of the loss."""
-
-    score_name = "loss"
-    higher_is_better = False
 
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__()
         # The whole resolved config and the vocabulary go into every checkpoint.
         self.save_hyperparameters(logger=False)
         self.config, self.vocab, self.guard = config, vocab, config["guard"]
+        metric, self.higher_is_better = main_metric(config)
+        self.score_name = metric.removeprefix("val/")
         self.best_val_loss = math.inf
         self.best_score: float | None = None
         self.best_step = -1  # the step of best_score

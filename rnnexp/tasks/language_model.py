@@ -45,8 +45,6 @@ class LanguageModelTask(Task):
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__(config, vocab)
         self.model = build_language_model(len(vocab), config["cell"], config["arch"])
-        # Word models are compared by perplexity, character and byte models by bits per symbol.
-        self.score_name = "ppl" if config["tokenizer"]["name"] == "word" else "bpc"
         self.train_state: State | None = None
         self._saved_train_states: list[State | None] | None = None
         self.val_state: State | None = None

@@ -120,7 +120,6 @@ class LongRangeTask(Task):
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__(config, vocab)
         data = config["data"]
-        self.score_name = "mse" if data["name"] == "adding" else "loss"
         self.baseline = baseline(data)
         self.model = LongRangeModel(data["name"], config["cell"], config["arch"])
 

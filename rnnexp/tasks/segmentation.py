@@ -101,9 +101,6 @@ class SequenceTagger(nn.Module):
 
 
 class SegmentationTask(Task):
-    score_name = "f1"
-    higher_is_better = True
-
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__(config, vocab)
         self.model = SequenceTagger(len(vocab), 2, config["cell"], config["arch"])

@@ -347,9 +347,6 @@ def _select(memory: dict[str, Any], rows: int | list[int]) -> dict[str, Any]:
 
 
 class Seq2SeqTask(Task):
-    score_name = "seq_acc"
-    higher_is_better = True
-
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__(config, vocab)
         data = config["data"]

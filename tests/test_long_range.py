@@ -116,3 +116,18 @@ def test_unroll_too_short_to_reach_the_first_marker_keeps_the_adding_problem_nea
     truncated, whole = best_mse(2), best_mse(20)
     assert 0.09 < truncated < 0.2  # measured 0.122
     assert whole < 0.05  # measured 0.014
+
+
+def test_under_ddp_each_process_trains_on_its_own_examples_and_validates_on_the_same_set(monkeypatch):
+    from rnnexp.tasks import long_range
+
+    config = compose_config("data=adding", "data.length=10", "data.train_batches=2", "data.valid_size=8",
+                            "batch_size=4")
+    batches = {}
+    for rank in range(2):
+        monkeypatch.setattr(long_range, "process_rank", lambda rank=rank: (rank, 2))
+        data = long_range.LongRangeTask.load_data(config, None, None)
+        batches[rank] = (list(data.train), list(data.valid))
+    (train_0, valid_0), (train_1, valid_1) = batches[0], batches[1]
+    assert not torch.equal(train_0[0][0], train_1[0][0])  # different training examples
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(valid_0, valid_1, strict=True))  # one validation set

@@ -17,6 +17,7 @@ from the seed, fresh at every step; validation is a fixed set generated from see
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnexp.data import process_rank
 from rnnexp.model import make_recurrent
 from rnnexp.tasks.base import Task, TaskData, detach_state
 from rnnexp.tasks.seq2seq import SymbolVocab
@@ -68,18 +70,23 @@ def baseline(data: dict[str, Any]) -> float:
 
 class GeneratedBatches:
     """`batches` batches per epoch, from `make(batch_size, generator)`: fresh ones from a generator
-    seeded once (training), or the same ones each time from a fixed seed (validation)."""
+    seeded once (training; under DDP each process seeds its own, seed + rank, so that the processes
+    train on different examples), or the same ones each time from a fixed seed (validation)."""
 
     def __init__(self, make: Any, batch_size: int, batches: int, seed: int, fixed: bool) -> None:
-        self.make, self.batch_size, self.batches, self.fixed = make, batch_size, batches, fixed
-        self.seed = seed
-        self.generator = torch.Generator().manual_seed(seed)
+        self.make, self.batch_size, self.batches, self.fixed, self.seed = make, batch_size, batches, fixed, seed
+        self.generator: torch.Generator | None = None
 
     def __len__(self) -> int:
         return self.batches
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed) if self.fixed else self.generator
+        if self.fixed:
+            generator = torch.Generator().manual_seed(self.seed)
+        else:  # made on first use, once this process knows its rank
+            if self.generator is None:
+                self.generator = torch.Generator().manual_seed(self.seed + 1_000_003 * process_rank()[0])
+            generator = self.generator
         for _ in range(self.batches):
             yield self.make(self.batch_size, generator)
 
@@ -126,12 +133,8 @@ class LongRangeTask(Task):
     @classmethod
     def load_data(cls, config: dict[str, Any], data_dir: Path, cache_dir: Path) -> TaskData:
         data, batch_size, seed = config["data"], config["batch_size"], config["seed"]
-        if data["name"] == "adding":
-            def make(batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-                return adding_batch(data["length"], batch, generator)
-        else:
-            def make(batch: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-                return copy_memory_batch(data["length"], batch, generator)
+        generate = adding_batch if data["name"] == "adding" else copy_memory_batch
+        make = functools.partial(generate, data["length"])
         valid_batches = -(-data["valid_size"] // batch_size)
         symbols = [] if data["name"] == "adding" else ["_", *"12345678", "|"]  # blank, symbols, delimiter
         train = GeneratedBatches(make, batch_size, data["train_batches"], seed, fixed=False)

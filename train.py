@@ -21,6 +21,7 @@ register()  # the resolvers conf/ uses (run folders, run names, a search's direc
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     from rnnexp.errors import RnnexpError, TrainingDiverged
+    from rnnexp.quiet import silence_known_noise  # which messages are filtered, and why
     from rnnexp.train import in_sweep, train  # torch and Lightning load here, not for --help
 
     silence_known_noise()
@@ -46,12 +47,27 @@ def main(cfg: DictConfig) -> float:
         sys.exit(2)
 
 
+NEW_FOLDERS: set[Path] = set()  # folders a run's folder may be made in that did not exist at the start
+
+
+def missing_run_parents(args: list[str]) -> set[Path]:
+    """The parents of this run's folder (those of `hydra.run.dir=...` if given, else outputs/runs/)
+    that do not exist before Hydra makes the folder: a refused run removes those it left empty."""
+    given = [a.partition("=")[2] for a in args if a.lstrip("+").startswith("hydra.run.dir=")]
+    prefixes = [value.split("${")[0] + "x" for value in given] or ["outputs/runs/x"]  # x: the run's own name
+    return {parent.resolve() for prefix in prefixes for parent in Path(prefix).parents if not parent.exists()}
+
+
 def discard_unfinished_run(run_dir: Path) -> None:
     """Remove what a refused run wrote: the whole run folder if it holds no result (no checkpoint,
     no TensorBoard events), else (a refused resume) only this attempt's record in .hydra/resumes/."""
 
     if run_dir.is_dir() and not (run_dir / "checkpoints").exists() and not any(run_dir.glob("events.out.*")):
         shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in run_dir.resolve().parents:  # outputs/runs/, outputs/: if this run made them, and left them empty
+            if parent not in NEW_FOLDERS or any(parent.iterdir()):
+                break
+            parent.rmdir()
     elif (HydraConfig.get().output_subdir or "").startswith(".hydra/resumes/"):
         record = run_dir / HydraConfig.get().output_subdir
         shutil.rmtree(record, ignore_errors=True)
@@ -59,38 +75,8 @@ def discard_unfinished_run(run_dir: Path) -> None:
             record.parent.rmdir()
 
 
-def silence_known_noise() -> None:
-    """Three messages every run printed that tell the user nothing, filtered by their text only:
-    a deprecation inside Lightning's own code, the model summary's size estimate under bf16, and
-    Lightning's advertisement for its cloud logger."""
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-        lambda record: "try installing [litlogger]" not in record.getMessage())
-
-
-def refuse_unknown_options(args: list[str]) -> None:
-    """`optim=adagrad` where conf/optim/ has no adagrad.yaml: one line and exit status 2, with the
-    closest option, before Hydra composes anything (its own error is a paragraph and status 1)."""
-    import difflib
-
-    conf = Path(__file__).resolve().parent / "conf"
-    for arg in args:
-        group, _, value = arg.lstrip("+~").partition("=")
-        if arg.startswith("-") or not value or "(" in value or not group.isidentifier() or not (conf / group).is_dir():
-            continue  # not a group choice (a key, a sweep function, a Hydra flag)
-        options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
-        for choice in value.split(","):  # a multirun lists several
-            if choice not in (*options, "null"):
-                close = difflib.get_close_matches(choice, options, n=1)
-                hint = f"did you mean {group}={close[0]}?" if close else f"the options are {', '.join(options)}"
-                print(f"error: {group}={choice} does not exist (conf/{group}/); {hint}", file=sys.stderr)
-                sys.exit(2)
-
-
 if __name__ == "__main__":
-    refuse_unknown_options(sys.argv[1:])
-    main()
+    from rnnexp.hydra_errors import run_reporting_config_errors
+
+    NEW_FOLDERS.update(missing_run_parents(sys.argv[1:]))
+    run_reporting_config_errors(main)  # a missing option or a key typo: one line, exit status 2

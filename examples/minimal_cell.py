@@ -1,6 +1,10 @@
 """A cell of your own, trained by rnnexp with every architecture:
 
     python train.py cell=custom cell._target_=examples.minimal_cell.LeakyRNNCell
+
+or as a group option of its own, with examples/conf/cell/leaky.yaml:
+
+    PYTHONPATH=examples python train.py hydra.searchpath=[file://examples/conf] cell=leaky
 """
 
 import torch

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,17 +22,6 @@ from torch import Tensor, nn
 
 State = Tensor | tuple[Tensor, Tensor]
 
-# The blocks stacked in W_ih / W_hh of each cell and variant, in order (torch's for its own cells).
-GATE_ROWS = {
-    ("rnn", "standard"): "h", ("rnn", "irnn"): "h",
-    ("lstm", "standard"): "ifgo", ("lstm", "peephole"): "ifgo", ("lstm", "cifg"): "fgo",
-    ("lstm", "no_output_gate"): "ifg", ("lstm", "no_forget_gate"): "igo",
-    ("gru", "standard"): "rzn", ("gru", "cho"): "rzn",
-    ("mgu", "standard"): "fn",
-}
-VARIANTS = {cell: [v for c, v in GATE_ROWS if c == cell] for cell, _ in GATE_ROWS}
-# Variants that torch's fused kernels compute (the IRNN is a ReLU RNN with another initialisation).
-FUSED_VARIANTS = {("rnn", "standard"), ("rnn", "irnn"), ("lstm", "standard"), ("gru", "standard")}
 COMBINES = ("sum", "concat", "product")
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -162,45 +152,115 @@ def mgu_step(xw: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor, gates: list | No
     return (1 - f) * h + f * n
 
 
-LSTM_STEPS = {"standard": lstm_step, "cifg": cifg_lstm_step, "no_output_gate": no_output_gate_lstm_step,
-              "no_forget_gate": no_forget_gate_lstm_step}
-ONE_STATE_STEPS = {("gru", "standard"): gru_step, ("gru", "cho"): cho_gru_step, ("mgu", "standard"): mgu_step}
+# --- the built-in cells ----------------------------------------------------------------------------
+# A new built-in cell is its step function above plus one entry here and one file in conf/cell/;
+# everything else (config checks, state shapes, diagnostics) reads this table.
+# A step takes (xw, h, c, p, gates) -> (h', c'): p holds the layer's recurrent parameters by name
+# (weight_hh, bias_hh, any `extra` ones) and the activation `act`; c is None without a cell state.
+
+
+@dataclass(frozen=True)
+class Variant:
+    rows: str  # the gate blocks stacked in W_ih / W_hh, in order (torch's order for its own cells)
+    step: Callable[..., tuple[Tensor, Tensor | None]]
+    fused: bool = False  # torch's kernel (nn.RNN/LSTM/GRU) computes exactly this variant
+    identity_init: bool = False  # W_hh starts as the identity, biases at 0 (the IRNN)
+    extra: tuple[tuple[str, int], ...] = ()  # more parameters per layer: (name, size in multiples of H)
+
+
+@dataclass(frozen=True)
+class CellType:
+    variants: dict[str, Variant]
+    cell_state: bool = False  # a second state c beside h, (h, c) as nn.LSTM has it
+    activation: bool = False  # the step applies `cell.activation` (tanh or relu)
+    forget_bias: float | None = None  # the starting bias of the forget gate "f", where there is one
+    fused: tuple[type[nn.Module], type[nn.Module]] | None = None  # torch's (stack, single cell)
+
+
+def _one_state(step: Callable) -> Callable:
+    return lambda xw, h, c, p, gates: (step(xw, h, p["weight_hh"], p["bias_hh"], gates), None)
+
+
+def _two_state(step: Callable) -> Callable:
+    return lambda xw, h, c, p, gates: step(xw, h, c, p["weight_hh"], p["bias_hh"], gates)
+
+
+def _vanilla(xw: Tensor, h: Tensor, c: None, p: dict, gates: list | None) -> tuple[Tensor, None]:
+    return rnn_step(xw, h, p["weight_hh"], p["bias_hh"], p["act"]), None
+
+
+def _peephole(xw: Tensor, h: Tensor, c: Tensor, p: dict, gates: list | None) -> tuple[Tensor, Tensor]:
+    return peephole_lstm_step(xw, h, c, p["weight_hh"], p["bias_hh"], p["weight_peephole"], gates)
+
+
+CELLS: dict[str, CellType] = {
+    "rnn": CellType(
+        {"standard": Variant("h", _vanilla, fused=True),
+         "irnn": Variant("h", _vanilla, fused=True, identity_init=True)},
+        activation=True, fused=(nn.RNN, nn.RNNCell)),
+    "lstm": CellType(
+        {"standard": Variant("ifgo", _two_state(lstm_step), fused=True),
+         "peephole": Variant("ifgo", _peephole, extra=(("weight_peephole", 3),)),  # p_i, p_f, p_o
+         "cifg": Variant("fgo", _two_state(cifg_lstm_step)),
+         "no_output_gate": Variant("ifg", _two_state(no_output_gate_lstm_step)),
+         "no_forget_gate": Variant("igo", _two_state(no_forget_gate_lstm_step))},
+        cell_state=True, forget_bias=1.0, fused=(nn.LSTM, nn.LSTMCell)),
+    "gru": CellType(
+        {"standard": Variant("rzn", _one_state(gru_step), fused=True),
+         "cho": Variant("rzn", _one_state(cho_gru_step))},
+        fused=(nn.GRU, nn.GRUCell)),
+    "mgu": CellType({"standard": Variant("fn", _one_state(mgu_step))}),
+}
+
+
+def has_cell_state(cell: str) -> bool:
+    """Whether the state is an (h, c) pair (the LSTM) rather than h alone (custom cells: h alone)."""
+    return cell in CELLS and CELLS[cell].cell_state
+
+
+def variant_of(cell: str, variant: str) -> Variant:
+    if cell not in CELLS or variant not in CELLS[cell].variants:
+        known = [(c, v) for c, t in CELLS.items() for v in t.variants]
+        raise ValueError(f"unknown cell {cell!r} with variant {variant!r}; choose from {known}")
+    return CELLS[cell].variants[variant]
+
+
+def fused_classes(cell: str, variant: str) -> tuple[type[nn.Module], type[nn.Module]]:
+    """torch's (stack, single cell) classes that compute `cell` `variant`; ValueError where none does."""
+    kind = CELLS.get(cell)
+    if kind is None or kind.fused is None or not variant_of(cell, variant).fused:
+        raise ValueError(f"{cell} {variant} has no fused kernel (cell.impl=scratch)")
+    return kind.fused
 
 
 def step_function(cell: str, variant: str, params: dict[str, Tensor], act: Callable, combine: str = "sum"
                   ) -> Callable[..., tuple[Tensor, Tensor | None]]:
     """One step of a cell and variant with its recurrent parameters bound: (xw, h, c, gates) ->
-    (h', c'), c None for cells without a cell state."""
+    (h', c'), c None for cells without a cell state. `combine` (product, concat) is Arch 1's way of
+    joining input and state, defined for the vanilla RNN."""
+    p = {**params, "act": act}
     w_hh, b_hh = params["weight_hh"], params["bias_hh"]
-    if cell == "lstm":
-        if variant == "peephole":
-            peep = params["weight_peephole"]
-            return lambda xw, h, c, gates: peephole_lstm_step(xw, h, c, w_hh, b_hh, peep, gates)
-        step = LSTM_STEPS[variant]
-        return lambda xw, h, c, gates: step(xw, h, c, w_hh, b_hh, gates)
-    if cell in ("gru", "mgu"):
-        one = ONE_STATE_STEPS[(cell, variant)]
-        return lambda xw, h, c, gates: (one(xw, h, w_hh, b_hh, gates), None)
     if combine == "product":
         return lambda xw, h, c, gates: (rnn_product_step(xw, h, w_hh, b_hh, act), None)
     if combine == "concat":
         w_mix = params["weight_mix"]
         return lambda xw, h, c, gates: (rnn_concat_step(xw, h, w_hh, b_hh, act, w_mix), None)
-    return lambda xw, h, c, gates: (rnn_step(xw, h, w_hh, b_hh, act), None)
+    step = variant_of(cell, variant).step
+    return lambda xw, h, c, gates: step(xw, h, c, p, gates)
 
 
 def initialise(module: nn.Module, cell: str, variant: str, hidden_size: int, suffixes: list[str]) -> None:
     """The initialisation beyond torch's uniform ±1/√H: LSTM forget-gate bias 1 (Gers et al.;
     Jozefowicz et al. 2015), the IRNN's identity recurrent matrix and zero biases (Le et al. 2015)."""
-    rows = GATE_ROWS[(cell, variant)]
+    kind, spec = CELLS[cell], variant_of(cell, variant)
     with torch.no_grad():
         for sfx in suffixes:
-            if cell == "lstm" and "f" in rows:
-                # b_ih + b_hh is the gate's bias: put the 1 in b_ih and zero b_hh's forget slice.
-                forget = slice(rows.index("f") * hidden_size, (rows.index("f") + 1) * hidden_size)
-                getattr(module, f"bias_ih{sfx}")[forget] = 1.0
+            if kind.forget_bias is not None and "f" in spec.rows:
+                # b_ih + b_hh is the gate's bias: put it in b_ih and zero b_hh's forget slice.
+                forget = slice(spec.rows.index("f") * hidden_size, (spec.rows.index("f") + 1) * hidden_size)
+                getattr(module, f"bias_ih{sfx}")[forget] = kind.forget_bias
                 getattr(module, f"bias_hh{sfx}")[forget] = 0.0
-            if variant == "irnn":
+            if spec.identity_init:
                 getattr(module, f"weight_hh{sfx}").copy_(torch.eye(hidden_size))
                 getattr(module, f"bias_ih{sfx}").zero_()
                 getattr(module, f"bias_hh{sfx}").zero_()
@@ -209,8 +269,8 @@ def initialise(module: nn.Module, cell: str, variant: str, hidden_size: int, suf
 class ScratchRNN(nn.Module):
     """A stack of recurrent layers run step by step in Python, one readable equation per step;
     optionally bidirectional (a second RNN reads each sequence backwards; outputs concatenated).
-    `cell` is rnn, lstm, gru or mgu with a `variant` of GATE_ROWS, or "custom" with `custom` a
-    class of your own: built as custom(input_size, hidden_size), stepped as h' = cell(x, h)."""
+    `cell` is a name in CELLS with one of its variants, or "custom" with `custom` a class of your
+    own: built as custom(input_size, hidden_size), stepped as h' = cell(x, h)."""
 
     def __init__(
         self,
@@ -226,13 +286,13 @@ class ScratchRNN(nn.Module):
         custom: type | None = None,
     ) -> None:
         super().__init__()
-        if cell != "custom" and (cell, variant) not in GATE_ROWS:
-            raise ValueError(f"unknown cell {cell!r} with variant {variant!r}; choose from {sorted(GATE_ROWS)}")
+        spec = None if cell == "custom" else variant_of(cell, variant)
         if combine != "sum" and cell != "rnn":
             raise ValueError(f"combine={combine!r} is defined for the vanilla rnn cell only, not {cell!r}")
         if combine not in COMBINES:
             raise ValueError(f"unknown combine {combine!r}; choose from {list(COMBINES)}")
         self.cell, self.variant, self.combine, self.activation = cell, variant, combine, activation
+        self.cell_state = has_cell_state(cell)
         self.act = ACTIVATIONS[activation]
         self.hidden_size, self.num_layers, self.dropout = hidden_size, num_layers, dropout
         self.directions = ["", "_reverse"] if bidirectional else [""]
@@ -243,7 +303,7 @@ class ScratchRNN(nn.Module):
             self.cells = nn.ModuleDict({f"l{layer}{sfx}": custom(size, hidden_size)
                                         for layer, size in enumerate(layer_inputs) for sfx in self.directions})
             return
-        rows = len(GATE_ROWS[(cell, variant)]) * hidden_size
+        rows = len(spec.rows) * hidden_size
         # Registered in torch's order (per layer and direction: w_ih, w_hh, b_ih, b_hh) so that
         # reset_parameters draws the same random numbers as nn.RNN/LSTM/GRU does.
         for layer, size in enumerate(layer_inputs):
@@ -257,9 +317,8 @@ class ScratchRNN(nn.Module):
                 if combine == "concat":
                     w_mix = nn.Parameter(torch.empty(hidden_size, 2 * hidden_size))
                     self.register_parameter(f"weight_mix_l{layer}{sfx}", w_mix)
-                if variant == "peephole":  # p_i, p_f, p_o
-                    peephole = nn.Parameter(torch.empty(3 * hidden_size))
-                    self.register_parameter(f"weight_peephole_l{layer}{sfx}", peephole)
+                for name, multiple in spec.extra:
+                    self.register_parameter(f"{name}_l{layer}{sfx}", nn.Parameter(torch.empty(multiple * hidden_size)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -270,7 +329,7 @@ class ScratchRNN(nn.Module):
 
     def initial_state(self, batch_size: int, like: Tensor) -> State:
         h = like.new_zeros(self.num_layers * len(self.directions), batch_size, self.hidden_size)
-        return (h, h.clone()) if self.cell == "lstm" else h
+        return (h, h.clone()) if self.cell_state else h
 
     def forward(self, x: Tensor, state: State | None = None, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         """x: (T, B, input_size) -> outputs (T, B, directions * hidden), final state shaped like
@@ -278,7 +337,7 @@ class ScratchRNN(nn.Module):
         unchanged and output zeros, and the backward direction starts at each sequence's last step."""
         if state is None:
             state = self.initial_state(x.shape[1], x)
-        h0, c0 = state if self.cell == "lstm" else (state, None)
+        h0, c0 = state if self.cell_state else (state, None)
         mask = None if lengths is None else torch.arange(x.shape[0], device=x.device)[:, None] < lengths.to(x.device)
         final_h, final_c = [], []
         for layer in range(self.num_layers):
@@ -295,7 +354,7 @@ class ScratchRNN(nn.Module):
                 final_c.append(c)
             x = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
         h_n = torch.stack(final_h)
-        return x, ((h_n, torch.stack(final_c)) if self.cell == "lstm" else h_n)
+        return x, ((h_n, torch.stack(final_c)) if self.cell_state else h_n)
 
     def _run(self, x: Tensor, h: Tensor, c: Tensor | None, name: str, mask: Tensor | None
              ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -304,9 +363,8 @@ class ScratchRNN(nn.Module):
             cell = self.cells[name]
             xw_all, step = x, (lambda x_t, h, c, gates: (cell(x_t, h), None))
         else:
-            params = {key: getattr(self, f"{key}_{name}") for key in ("weight_hh", "bias_hh", "weight_mix",
-                                                                       "weight_peephole")
-                      if hasattr(self, f"{key}_{name}")}
+            params = {key.removesuffix(f"_{name}"): value for key, value in self.named_parameters(recurse=False)
+                      if key.endswith(f"_{name}") and not key.startswith(("weight_ih", "bias_ih"))}
             step = step_function(self.cell, self.variant, params, self.act, self.combine)
             # every step's input projection in one matmul
             xw_all = F.linear(x, getattr(self, f"weight_ih_{name}"), getattr(self, f"bias_ih_{name}"))
@@ -358,10 +416,8 @@ def make_rnn(
     elif impl == "fused":
         if combine != "sum":
             raise ValueError(f"combine={combine!r} exists on the scratch path only (cell.impl=scratch)")
-        if (cell, variant) not in FUSED_VARIANTS:
-            raise ValueError(f"{cell} {variant} has no fused kernel (cell.impl=scratch)")
-        fused = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        kwargs = {"nonlinearity": activation} if cell == "rnn" else {}
+        fused = fused_classes(cell, variant)[0]
+        kwargs = {"nonlinearity": activation} if CELLS[cell].activation else {}
         rnn = fused(input_size, hidden_size, num_layers, dropout=dropout, bidirectional=bidirectional, **kwargs)
     else:
         raise ValueError(f"unknown cell implementation {impl!r}; choose 'scratch' or 'fused'")
@@ -378,24 +434,26 @@ class ScratchCell(nn.Module):
     def __init__(self, cell: str, input_size: int, hidden_size: int, activation: str = "tanh",
                  variant: str = "standard") -> None:
         super().__init__()
-        rows = len(GATE_ROWS[(cell, variant)]) * hidden_size
+        spec = variant_of(cell, variant)
+        rows = len(spec.rows) * hidden_size
         self.cell, self.variant, self.hidden_size, self.act = cell, variant, hidden_size, ACTIVATIONS[activation]
+        self.cell_state = has_cell_state(cell)
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
         self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
         self.bias_ih = nn.Parameter(torch.empty(rows))
         self.bias_hh = nn.Parameter(torch.empty(rows))
-        if variant == "peephole":
-            self.weight_peephole = nn.Parameter(torch.empty(3 * hidden_size))
+        for name, multiple in spec.extra:
+            self.register_parameter(name, nn.Parameter(torch.empty(multiple * hidden_size)))
         bound = 1.0 / math.sqrt(hidden_size)
         for weight in self.parameters():
             nn.init.uniform_(weight, -bound, bound)
 
     def forward(self, x: Tensor, state: State) -> State:
-        params = {key: getattr(self, key) for key in ("weight_hh", "bias_hh", "weight_peephole") if hasattr(self, key)}
+        params = {key: value for key, value in self.named_parameters() if not key.endswith("_ih")}
         step = step_function(self.cell, self.variant, params, self.act)
-        h, c = state if self.cell == "lstm" else (state, None)
+        h, c = state if self.cell_state else (state, None)
         h, c = step(F.linear(x, self.weight_ih, self.bias_ih), h, c, None)
-        return (h, c) if self.cell == "lstm" else h
+        return (h, c) if self.cell_state else h
 
 
 def make_cell(cell: str, impl: str, input_size: int, hidden_size: int, activation: str = "tanh",
@@ -407,9 +465,7 @@ def make_cell(cell: str, impl: str, input_size: int, hidden_size: int, activatio
     if impl == "scratch":
         module: nn.Module = ScratchCell(cell, input_size, hidden_size, activation, variant)
     else:
-        if (cell, variant) not in FUSED_VARIANTS:
-            raise ValueError(f"{cell} {variant} has no fused kernel (cell.impl=scratch)")
-        fused = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell]
-        module = fused(input_size, hidden_size, **({"nonlinearity": activation} if cell == "rnn" else {}))
+        fused = fused_classes(cell, variant)[1]
+        module = fused(input_size, hidden_size, **({"nonlinearity": activation} if CELLS[cell].activation else {}))
     initialise(module, cell, variant, hidden_size, [""])
     return module

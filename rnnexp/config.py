@@ -1,9 +1,12 @@
 """Checks on the composed config, made before any data is read or model built. Each problem is one
 `ConfigError` line that names the setting and says what would work.
 
-Keys are checked first: a key that nothing reads is refused with the closest real key, so a typo
-(`+unrol=40`) never trains with the default in silence. Fixed groups are checked against their
-schema (rnnexp/schema.py); `_target_` objects against the arguments their target accepts.
+Two passes. `validate_config` needs neither torch nor Lightning, so a bad value is refused in about
+the time of `--help`: keys first (a key that nothing reads is refused with the closest real key, so a
+typo such as `+unrol=40` never trains with the default in silence; groups against their schema in
+rnnexp/schema.py), then every value. `validate_components` then imports what the config names: the
+task (its data keys and the architectures it takes), the cell (rnnexp/cells.py CELLS), and each
+`_target_` object, whose keys must be arguments of its target.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from rnnexp import schema
 from rnnexp.errors import ConfigError
 
-CELLS = ("rnn", "lstm", "gru", "mgu", "custom")
 IMPLS = ("fused", "scratch")
 ACTIVATIONS = ("tanh", "relu")
 COMBINES = ("sum", "concat", "product")
@@ -38,7 +40,8 @@ def _fraction(value: Any, name: str) -> None:
 
 
 def validate_config(cfg: dict[str, Any]) -> None:
-    """Raise ConfigError for the first setting that cannot work. `cfg` is the resolved config."""
+    """Raise ConfigError for the first setting that cannot work, of those that can be judged without
+    importing torch, Lightning or the parts the config names. `cfg` is the resolved config."""
     check_keys(cfg)
     cell, arch, data = cfg["cell"], cfg["arch"], cfg["data"]
     _positive_int(cfg, "unroll")
@@ -54,13 +57,12 @@ def validate_config(cfg: dict[str, Any]) -> None:
     if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
         raise ConfigError(f"seed must be an integer, got {cfg['seed']!r}")
 
-    if cell["name"] not in CELLS:
-        raise ConfigError(f"cell.name must be one of {', '.join(CELLS)}, got {cell['name']!r}")
     if cell["impl"] not in IMPLS:
         raise ConfigError(f"cell.impl must be fused or scratch, got {cell['impl']!r}")
-    if cell["name"] == "rnn" and cell["activation"] not in ACTIVATIONS:
+    if cell.get("activation") is not None and cell["activation"] not in ACTIVATIONS:
         raise ConfigError(f"cell.activation must be tanh or relu, got {cell['activation']!r}")
-    _validate_cell(cell)
+    if cell["name"] == "custom" and cell["impl"] != "scratch":
+        raise ConfigError("cell=custom runs your equations step by step: cell.impl must be scratch")
     if arch["combine"] not in COMBINES:
         raise ConfigError(f"arch.combine must be one of {', '.join(COMBINES)}, got {arch['combine']!r}")
     if arch["combine"] != "sum" and cell["name"] != "rnn":
@@ -78,30 +80,11 @@ def validate_config(cfg: dict[str, Any]) -> None:
         _positive_int(arch, "num_layers", "arch.num_layers")
     if arch["name"] == "arch2" and arch["feedback"] not in ("teacher", "sampled", "scheduled"):
         raise ConfigError(f"arch.feedback must be teacher, sampled or scheduled, got {arch['feedback']!r}")
-    task = data.get("task", "lm")
-    if (arch["name"] == "seq2seq") != (task == "seq2seq"):
-        raise ConfigError(
-            f"data={data['name']} is a sequence-to-sequence task: use arch=seq2seq" if task == "seq2seq" else
-            f"arch=seq2seq needs a sequence-to-sequence task (data=reverse, copy, sort, addition, number_words or "
-            f"parallel_text), "
-            f"not data={data['name']}"
-        )
-    if arch["name"] == "arch2" and task != "lm":
-        raise ConfigError(
-            f"arch=arch2 feeds back its predicted next symbol: it is a language model, not for data={data['name']}"
-        )
     if arch.get("combine", "sum") != "sum" and arch["name"] in ("arch2", "seq2seq"):
         raise ConfigError(
             f"arch.combine={arch['combine']} applies to arch1, deep and bidirectional, not arch={arch['name']}"
         )
-    if task == "seq2seq" and data["name"] != "parallel_text":
-        _validate_generated_task(data)
-    if task == "long_range":
-        for key in ("length", "train_batches", "valid_size"):
-            _positive_int(data, key, f"data.{key}")
-        if data["name"] == "adding" and data["length"] < 2:
-            raise ConfigError(f"data.length must be at least 2 for the adding problem (a marker in each half), "
-                              f"got {data['length']}")
+    _validate_data(data)
     if arch["name"] == "seq2seq":
         if arch["encoder"] not in ("rnn", "vector"):
             raise ConfigError(f"arch.encoder must be rnn or vector, got {arch['encoder']!r}")
@@ -116,12 +99,6 @@ def validate_config(cfg: dict[str, Any]) -> None:
         if not 0 <= arch["teacher_forcing"] <= 1:
             raise ConfigError(f"arch.teacher_forcing must be in [0, 1], got {arch['teacher_forcing']!r}")
         _positive_int(cfg["decode"], "beam_size", "decode.beam_size")
-    if arch["name"] == "bidirectional" and task == "lm":
-        raise ConfigError(
-            "arch=bidirectional cannot be a causal language model: its backward RNN reads the very symbols it "
-            "must predict; use it on a task that gives the whole input, e.g. data=segmentation"
-        )
-
     if "val_fraction" in data:  # corpora in one file, split by fractions
         _fraction(data["val_fraction"], "data.val_fraction")
         _fraction(data.get("test_fraction", 0.0), "data.test_fraction")
@@ -167,20 +144,25 @@ def validate_config(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"sample.{key} must be >= 0, got {cfg['sample'][key]!r}")
 
 
-def _validate_generated_task(data: dict[str, Any]) -> None:
-    own = {"addition": ("max_digits",), "number_words": ("max_value",)}.get(
-        data["name"], ("num_symbols", "min_length", "max_length"))
-    for key in ("train_batches", "valid_size", *own):
-        _positive_int(data, key, f"data.{key}")
+def _validate_data(data: dict[str, Any]) -> None:
+    """The data keys that several tasks share, checked wherever they appear; then the rules of
+    single built-in data sets."""
+    for key in ("length", "train_batches", "valid_size", "num_symbols", "min_length", "max_length", "max_digits",
+                "max_value"):
+        if key in data:
+            _positive_int(data, key, f"data.{key}")
+    if data["name"] == "adding" and data["length"] < 2:
+        raise ConfigError(f"data.length must be at least 2 for the adding problem (a marker in each half), "
+                          f"got {data['length']}")
     if data["name"] == "number_words":
         if data["max_value"] >= 10**6:
             raise ConfigError(f"data.max_value must be below 1000000 (words up to thousands), got {data['max_value']}")
         if 2 * data["valid_size"] > data["max_value"] + 1:
             raise ConfigError(f"data.valid_size={data['valid_size']} would hold out over half of the "
                               f"{data['max_value'] + 1} numbers: give a larger data.max_value or a smaller valid_size")
-    elif data["name"] != "addition":
-        if data["num_symbols"] > 26:
-            raise ConfigError(f"data.num_symbols must be at most 26 (the letters a-z), got {data['num_symbols']}")
+    if "num_symbols" in data and data["num_symbols"] > 26:
+        raise ConfigError(f"data.num_symbols must be at most 26 (the letters a-z), got {data['num_symbols']}")
+    if "min_length" in data and "max_length" in data:
         if data["min_length"] > data["max_length"]:
             raise ConfigError(f"data.min_length ({data['min_length']}) must not exceed data.max_length "
                               f"({data['max_length']})")
@@ -229,6 +211,21 @@ def _unknown(key: str, known: list[str], where: str, target: bool = False) -> Co
     return ConfigError(f"unknown key '{key}'; {hint}")
 
 
+def unknown_key_error(key: str, known: list[str], where: str, target: str | None = None) -> ConfigError:
+    """The error for `key`, which the config does not hold (a command-line override without `+`),
+    given the keys beside it, or, in a `_target_` object, the arguments of `target`."""
+    if target is None:
+        return _unknown(key, known, where)
+    try:
+        arguments, _ = accepted_arguments(_import(target), skip_first=key.startswith(("optim.", "sched.")))
+    except Exception:  # a target that does not import is reported when the run checks it
+        return _unknown(key, known, where)
+    name = key.rpartition(".")[2]
+    if arguments is None or name in arguments:
+        return ConfigError(f"{key} is not set in this config; {target} takes it: add it with +{key}=...")
+    return _unknown(key, sorted(arguments), target, target=True)
+
+
 def _check_schema(values: dict[str, Any], dataclass: type, section: str, where: str) -> None:
     try:
         OmegaConf.merge(OmegaConf.structured(dataclass), values)
@@ -244,7 +241,8 @@ def _check_schema(values: dict[str, Any], dataclass: type, section: str, where: 
 
 
 def check_keys(cfg: dict[str, Any]) -> None:
-    """ConfigError for a key that no part of rnnexp reads, naming the closest real one."""
+    """ConfigError for a key that no part of rnnexp reads, naming the closest real one: the keys
+    whose schema is known without importing anything (the top level, arch, tokenizer, cell)."""
     _check_schema(cfg, schema.Train, "", "the top level")
     for group, options in schema.GROUPS.items():
         name = cfg[group].get("name")
@@ -252,6 +250,27 @@ def check_keys(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"{group}.name must be one of {', '.join(options)}, got {name!r}: "
                               f"pick one with {group}=...")
         _check_schema(cfg[group], options[name], f"{group}.", f"{group}={name}")
+    _check_schema(cfg["cell"], schema.cell_schema(cfg["cell"]), "cell.", f"cell={cfg['cell'].get('name')}")
+    data = cfg["data"]
+    for key in ("task", "name", "metric", "higher_is_better"):
+        if key not in data:
+            raise ConfigError(f"data.{key} is missing: every config in conf/data/ names its task (an import path), "
+                              "name, metric and higher_is_better (see docs/extending.md)")
+    if not isinstance(data["higher_is_better"], bool):
+        raise ConfigError(f"data.higher_is_better must be true or false, got {data['higher_is_better']!r}")
+
+
+def validate_components(cfg: dict[str, Any]) -> None:
+    """The checks that import what the config names (torch, Lightning, the task, the cell, every
+    `_target_`); run after `validate_config`, before any data is read."""
+    from rnnexp.tasks import task_class
+
+    task = task_class(cfg)
+    _check_schema(cfg["data"], task.data_schema, "data.", f"data={cfg['data']['name']}")
+    refusal = task.arch_refusal(cfg["arch"]["name"], cfg["data"]["name"])
+    if refusal:
+        raise ConfigError(refusal)
+    _validate_cell(cfg["cell"])
     _check_target(cfg["optim"], "optim", skip_first=True, ours=("default_lr",), given=("lr",))
     if cfg["sched"].get("_target_") is not None:
         _check_target(cfg["sched"], "sched", skip_first=True)
@@ -335,21 +354,27 @@ def accepted_arguments(target: Any, skip_first: bool = False) -> tuple[set[str] 
 
 
 def _validate_cell(cell: dict[str, Any]) -> None:
-    from rnnexp.cells import FUSED_VARIANTS, VARIANTS
+    from rnnexp.cells import CELLS
 
     name = cell["name"]
     if name == "custom":
-        if cell["impl"] != "scratch":
-            raise ConfigError("cell=custom runs your equations step by step: cell.impl must be scratch")
         _check_custom_cell(cell["_target_"], cell["hidden_size"])
         return
-    if cell["variant"] not in VARIANTS[name]:
-        raise ConfigError(f"cell.variant must be one of {', '.join(VARIANTS[name])} for cell={name}, "
+    if name not in CELLS:
+        raise ConfigError(f"cell.name must be one of {', '.join([*CELLS, 'custom'])}, got {name!r}")
+    kind = CELLS[name]
+    if cell["variant"] not in kind.variants:
+        raise ConfigError(f"cell.variant must be one of {', '.join(kind.variants)} for cell={name}, "
                           f"got {cell['variant']!r}")
-    if cell["impl"] == "fused" and (name, cell["variant"]) not in FUSED_VARIANTS:
+    if kind.activation != (cell.get("activation") is not None):
+        raise ConfigError(f"cell={name} needs cell.activation (tanh or relu)" if kind.activation else
+                          f"cell.activation is a setting of the cells that apply one ("
+                          f"{', '.join(n for n, k in CELLS.items() if k.activation)}), not of cell={name}")
+    variant = kind.variants[cell["variant"]]
+    if cell["impl"] == "fused" and not (variant.fused and kind.fused):
         what = f"cell={name}" if cell["variant"] == "standard" else f"cell.variant={cell['variant']}"
         raise ConfigError(f"{what} has no fused kernel: add cell.impl=scratch")
-    if cell["variant"] == "irnn" and cell["activation"] != "relu":
+    if variant.identity_init and cell["activation"] != "relu":
         raise ConfigError("cell.variant=irnn is a ReLU RNN with an identity recurrent matrix: add cell.activation=relu")
 
 

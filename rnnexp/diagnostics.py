@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnexp.cells import ScratchRNN
+from rnnexp.cells import CELLS, ScratchRNN
 
-FUSED = {nn.RNN: "rnn", nn.LSTM: "lstm", nn.GRU: "gru"}
+FUSED = {kind.fused[0]: name for name, kind in CELLS.items() if kind.fused}  # nn.LSTM: "lstm", ...
 SATURATED = 0.95
 
 
@@ -129,7 +129,7 @@ class Diagnostics(pl.Callback):
         self._due = False
 
     def _writers(self, trainer: pl.Trainer) -> list:
-        return [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
+        return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_image")]
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:

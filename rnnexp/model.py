@@ -13,7 +13,7 @@ import torch
 from hydra.utils import get_class
 from torch import Tensor, nn
 
-from rnnexp.cells import State, make_cell, make_rnn
+from rnnexp.cells import State, has_cell_state, make_cell, make_rnn
 
 
 def split_state(state: State | None, index: slice) -> State | None:
@@ -101,7 +101,8 @@ class OutputFeedbackLM(nn.Module):
 
     def __init__(self, vocab_size: int, cell: dict[str, Any], arch: dict[str, Any]) -> None:
         super().__init__()
-        self.vocab_size, self.is_lstm, self.feedback_mode = vocab_size, cell["name"] == "lstm", arch["feedback"]
+        self.vocab_size, self.feedback_mode = vocab_size, arch["feedback"]
+        self.two_states = has_cell_state(cell["name"])  # the LSTM's (h, c)
         self.embedding = nn.Embedding(vocab_size, arch["embedding_dim"])
         # Row vocab_size is "no output yet", a fixed zero vector, for the very first step.
         self.feedback = nn.Embedding(vocab_size + 1, cell["hidden_size"], padding_idx=vocab_size)
@@ -116,21 +117,21 @@ class OutputFeedbackLM(nn.Module):
         batch = tokens.shape[1]
         if state is None:
             fed = tokens.new_full((batch,), self.vocab_size)
-            c = tokens.new_zeros(batch, self.cell.hidden_size, dtype=torch.float) if self.is_lstm else None
+            c = tokens.new_zeros(batch, self.cell.hidden_size, dtype=torch.float) if self.two_states else None
         else:
-            fed, c = state[0], (state[1] if self.is_lstm else None)
+            fed, c = state[0], (state[1] if self.two_states else None)
         teacher = self.training and targets is not None and self.feedback_mode != "sampled"
         embedded, logits = self.embedding(tokens), []
         for t in range(tokens.shape[0]):
             fb = self.feedback(fed)
-            if self.is_lstm:
+            if self.two_states:
                 h, c = self.cell(embedded[t], (fb, c.to(fb.dtype)))
             else:
                 h = self.cell(embedded[t], fb)
             step_logits = self.head(self.dropout(h))
             logits.append(step_logits)
             fed = self._next_feedback(step_logits.detach(), targets[t] if teacher else None, teacher_prob)
-        return torch.stack(logits), ((fed, c) if self.is_lstm else (fed,))
+        return torch.stack(logits), ((fed, c) if self.two_states else (fed,))
 
     def _next_feedback(self, logits: Tensor, target: Tensor | None, teacher_prob: float) -> Tensor:
         if not self.training:

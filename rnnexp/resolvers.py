@@ -6,8 +6,8 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from rnnexp.checkpoint import resume_output_subdir, resume_run_dir
+from rnnexp.metrics import objective_direction
 from rnnexp.run_names import run_name
-from rnnexp.summary import objective_direction
 
 
 def scaled_time(seconds: float, scale: float) -> str:

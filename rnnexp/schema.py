@@ -3,7 +3,8 @@
 The values live in conf/; these dataclasses say which keys exist, so that a key nothing reads
 (`+unrol=40`, `+cell._target_=...`) is refused instead of silently ignored. Groups whose options
 are `_target_` objects (optim, sched, trainer, logger, callbacks) are checked against the
-arguments of their targets instead (see rnnexp/config.py).
+arguments of their targets instead (see rnnexp/config.py), and the `data` group against the
+schema its task declares (`Task.data_schema`, a subclass of `Data` below).
 """
 
 from __future__ import annotations
@@ -71,16 +72,12 @@ class Train:
 # --- cell ----------------------------------------------------------------------------------------
 
 @dataclass
-class GatedCell:  # lstm, gru, mgu
+class Cell:  # the built-in cells (rnnexp/cells.py CELLS)
     name: str
     impl: str
     hidden_size: int
     variant: str
-
-
-@dataclass
-class VanillaCell(GatedCell):  # rnn
-    activation: str
+    activation: str | None = None  # for the cells that take one (rnn)
 
 
 @dataclass
@@ -136,6 +133,7 @@ class Seq2Seq:
 @dataclass
 class Tokenizer:  # char, byte
     name: str
+    lm_metric: str  # what a language model over these tokens is judged by: val/bpc, val/ppl
 
 
 @dataclass
@@ -149,105 +147,23 @@ class WordTokenizer(Tokenizer):
 # --- data ----------------------------------------------------------------------------------------
 
 @dataclass
-class OneFileCorpus:  # tinyshakespeare, text8, enwik8: downloaded, split by fractions
-    name: str
-    remote: str
-    member: str | None
-    val_fraction: float
-    test_fraction: float
-    normalize: str | None
+class Data:
+    """What every data option names: its task (a `rnnexp.tasks.base.Task` subclass, by import path)
+    and the task's main metric, the one best.ckpt, early stopping, summaries and searches follow.
+    Each task extends this with its own keys (`Task.data_schema`)."""
 
-
-@dataclass
-class TextFile:
-    name: str
-    path: str
-    val_fraction: float
-    test_fraction: float
-    normalize: str | None
-
-
-@dataclass
-class SplitCorpus:  # wikitext2, wikitext103, ptb: one file per split
-    name: str
-    folder: str
-    files: dict[str, str]
-    remote: Any  # one archive, or one file per split
-    members: dict[str, str] | None
-    normalize: str | None
-
-
-@dataclass
-class Segmentation:
     task: str
     name: str
-    corpus: str
-    member: str | None
-    path: str | None
-    val_fraction: float
-    normalize: str | None
+    metric: str
+    higher_is_better: bool
 
 
-@dataclass
-class SymbolTask:  # reverse, copy, sort
-    task: str
-    name: str
-    num_symbols: int
-    min_length: int
-    max_length: int
-    train_batches: int
-    valid_size: int
-
-
-@dataclass
-class Addition:
-    task: str
-    name: str
-    max_digits: int
-    train_batches: int
-    valid_size: int
-
-
-@dataclass
-class LongRange:  # adding, copy_memory
-    task: str
-    name: str
-    length: int
-    train_batches: int
-    valid_size: int
-
-
-@dataclass
-class NumberWords:
-    task: str
-    name: str
-    max_value: int
-    train_batches: int
-    valid_size: int
-
-
-@dataclass
-class ParallelText:
-    task: str
-    name: str
-    path: str
-    val_fraction: float
-
-
-# Each group's options, by the `name` key they set.
+# Each group's options, by the `name` key they set (the data group: by its task's schema).
 GROUPS: dict[str, dict[str, type]] = {
-    "cell": {"rnn": VanillaCell, "lstm": GatedCell, "gru": GatedCell, "mgu": GatedCell, "custom": CustomCell},
     "arch": {"arch1": Arch1, "deep": Deep, "bidirectional": Deep, "arch2": Arch2, "seq2seq": Seq2Seq},
     "tokenizer": {"char": Tokenizer, "byte": Tokenizer, "word": WordTokenizer},
-    "data": {
-        **dict.fromkeys(("tinyshakespeare", "text8", "enwik8"), OneFileCorpus),
-        "text_file": TextFile,
-        **dict.fromkeys(("wikitext2", "wikitext103", "ptb"), SplitCorpus),
-        "segmentation": Segmentation,
-        **dict.fromkeys(("reverse", "copy", "sort"), SymbolTask),
-        "addition": Addition,
-        "number_words": NumberWords,
-        "parallel_text": ParallelText,
-        **dict.fromkeys(("adding", "copy_memory"), LongRange),
-    },
 }
+
+
+def cell_schema(cell: dict[str, Any]) -> type:
+    return CustomCell if cell.get("name") == "custom" else Cell

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from rnnexp.config import validate_config
+from rnnexp.config import validate_components, validate_config
 from rnnexp.errors import ConfigError
 from rnnexp.resolvers import register
 
@@ -45,17 +45,20 @@ def train(cfg: DictConfig) -> float:
     """Train as `cfg` says; returns the run's best validation value of its task's main metric
     (val/bpc, val/ppl, val/f1 or val/seq_acc): the objective of an Optuna search."""
     config = resolve(cfg)
-    validate_config(config)
+    validate_config(config)  # every check that needs neither torch nor Lightning: a bad value costs no import
 
     # Imported here, not at the top, so that `train.py --help` and `--cfg job` stay fast.
     import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
 
+    validate_components(config)
+
     from rnnexp.callbacks import Report, resolve_monitor
     from rnnexp.checkpoint import check_fits, check_same_settings, continues_run, find_checkpoint, load_checkpoint
     from rnnexp.download import resolve_cache_dir, resolve_data_dir
     from rnnexp.errors import CheckpointError
+    from rnnexp.quiet import ModelSummary, expect_resume
     from rnnexp.tasks import task_class
 
     ckpt_path, checkpoint, purge_step = None, None, None
@@ -82,6 +85,7 @@ def train(cfg: DictConfig) -> float:
             # TensorBoard drops what an interrupted run logged after the checkpoint's step.
             purge_step = checkpoint["global_step"]
             task.continues_run = True
+        expect_resume(ckpt_path, task.continues_run)  # what Lightning says of a resume, expected here
         log.info("resuming from %s at step %d", ckpt_path.resolve(), checkpoint["global_step"])
         del checkpoint
     elif config["init_from"] is not None:  # a new run that starts from a checkpoint's weights
@@ -101,6 +105,8 @@ def train(cfg: DictConfig) -> float:
                  for c in (config["callbacks"] or {}).values() if c is not None] + [Report()]
     if not config["trainer"].get("enable_progress_bar", True):  # one switch turns every bar off
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
+    if config["trainer"].get("enable_model_summary", True):  # Lightning's, less its FLOPs (always 0 here)
+        callbacks.append(ModelSummary())  # in place of Lightning's own: enable_model_summary=False below
     precision = choose_precision(str(config["trainer"]["precision"]), config["trainer"]["accelerator"])
     # Without a checkpoint callback (callbacks.model_checkpoint=null), Lightning would add its own.
     checkpointing = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
@@ -110,7 +116,7 @@ def train(cfg: DictConfig) -> float:
         # inside a -m sweep would run the whole sweep again: there, processes are spawned instead.
         strategy = {"strategy": "ddp_spawn"}
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, precision=precision,
-                                      enable_checkpointing=checkpointing, **strategy)
+                                      enable_checkpointing=checkpointing, enable_model_summary=False, **strategy)
     task.check_processes(trainer.world_size)
     log.info(
         "training %s %s (%s, %s, %d parameters) on %s: %d train / %d validation batches, vocabulary %d; "

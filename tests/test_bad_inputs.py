@@ -128,7 +128,12 @@ CASES = [
     ([*TRAIN, "ckpt_path={good}", "trainer.max_steps=4"], 2,
      "error: checkpoint {good} is at step 4 and trainer.max_steps=4: nothing left to train"),
     ([*TRAIN, "sched=plateau", "sched.mode=max"], 2, "error: sched.mode must be min"),
-    ([*TRAIN, "data.name=imagenet"], 2, "error: data.name must be one of tinyshakespeare, "),
+    ([*TRAIN, "data.task=rnnexp.tasks.imagenet.ImageNetTask"], 2,
+     "error: data.task=rnnexp.tasks.imagenet.ImageNetTask cannot be imported (ModuleNotFoundError: "),
+    ([*TRAIN, "data.task=rnnexp.model.cell_kind"], 2, "error: data.task=rnnexp.model.cell_kind is not a "),
+    ([*TRAIN, "cell.name=lstmm"], 2, "error: cell.name must be one of rnn, lstm, gru, mgu, custom, got 'lstmm'"),
+    ([*TRAIN, "+cell.activation=relu"], 2, "error: cell.activation is a setting of the cells that apply one (rnn), "
+     "not of cell=lstm"),
     ([*TRAIN, "cell=lstm_peephole", "cell.impl=fused"], 2,
      "error: cell.variant=peephole has no fused kernel: add cell.impl=scratch"),
     ([*TRAIN, "cell=custom", "cell._target_=torch.nn.Linear"], 2,

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from rnnexp.cells import GATE_ROWS, ScratchCell, make_cell, make_rnn
+from rnnexp.cells import CELLS, ScratchCell, make_cell, make_rnn
+
+GATE_ROWS = {(c, v): spec.rows for c, kind in CELLS.items() for v, spec in kind.variants.items()}
 from rnnexp.checkpoint import load_checkpoint
 from rnnexp.errors import ConfigError
 from rnnexp.train import train

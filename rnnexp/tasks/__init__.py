@@ -1,13 +1,13 @@
-"""Tasks: what is trained on what data, and how it is scored. `data.task` names one (default `lm`).
+"""Tasks: what is trained on what data, and how it is scored.
 
-A new task is one module here (a `Task` subclass with its `load_data`) plus one line in `TASKS`
-and a config in conf/data/. Task modules are imported on first use, so this registry imports none
-of them (and none imports it back).
+A task is a `Task` subclass (rnnexp/tasks/base.py) with its `load_data`, its `data_schema` and the
+architectures it takes, in a module here or in any importable package of yours; each config in
+conf/data/ names its task by import path (`task: rnnexp.tasks.long_range.LongRangeTask`) and its main
+metric (`metric`, `higher_is_better`). No list here names the tasks.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from rnnexp.errors import CheckpointError, ConfigError
@@ -15,21 +15,23 @@ from rnnexp.errors import CheckpointError, ConfigError
 if TYPE_CHECKING:
     from rnnexp.tasks.base import Task
 
-TASKS = {
-    "lm": "rnnexp.tasks.language_model:LanguageModelTask",
-    "segmentation": "rnnexp.tasks.segmentation:SegmentationTask",
-    "seq2seq": "rnnexp.tasks.seq2seq:Seq2SeqTask",
-    "long_range": "rnnexp.tasks.long_range:LongRangeTask",
-}
-
 
 def task_class(config: dict[str, Any]) -> type[Task]:
-    """The task class a config's `data.task` names."""
-    name = config["data"].get("task", "lm")
-    if name not in TASKS:
-        raise ConfigError(f"data.task must be one of {', '.join(TASKS)}, got {name!r}")
-    module, cls = TASKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The task class a config's `data.task` names (an import path)."""
+    from hydra.utils import get_class
+
+    from rnnexp.tasks.base import Task
+
+    path = config["data"]["task"]
+    try:
+        cls = get_class(path)
+    except Exception as e:
+        cause = e.__cause__ or e  # Hydra wraps the import error: show the user's own
+        raise ConfigError(f"data.task={path} cannot be imported ({type(cause).__name__}: "
+                          f"{str(cause).splitlines()[0] if str(cause) else ''})") from None
+    if not issubclass(cls, Task):
+        raise ConfigError(f"data.task={path} is not a rnnexp.tasks.base.Task subclass")
+    return cls
 
 
 def task_from_checkpoint(checkpoint: dict[str, Any]) -> Task:

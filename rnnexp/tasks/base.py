@@ -23,6 +23,7 @@ from rnnexp.cells import State
 from rnnexp.errors import TrainingDiverged
 from rnnexp.metrics import main_metric
 from rnnexp.optim import build_optimizer, build_scheduler
+from rnnexp.schema import Data
 
 log = logging.getLogger("rnnexp")
 
@@ -57,6 +58,20 @@ class Task(pl.LightningModule):
     alone, so that summaries and searches know it without the task): the one best.ckpt, early stopping and
     the HParams tab (`hp/val_<score_name>`, `hp/best_val_<score_name>`) follow; `score()` turns a
     loss into it where it is a function of the loss."""
+
+    # The keys its `data` config may hold (conf/data/*.yaml), checked before training starts.
+    data_schema: type[Data] = Data
+
+    @classmethod
+    def arch_refusal(cls, arch: str, data: str) -> str | None:
+        """Why this task cannot run `arch=<arch>` (None: it can). By default every architecture
+        but Arch 2 (a language model's feedback) and seq2seq (a sequence-to-sequence task's)."""
+        if arch == "arch2":
+            return f"arch=arch2 feeds back its predicted next symbol: it is a language model, not for data={data}"
+        if arch == "seq2seq":
+            return (f"arch=seq2seq needs a sequence-to-sequence task (data=reverse, copy, sort, addition, "
+                    f"number_words or parallel_text), not data={data}")
+        return None
 
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__()
@@ -152,7 +167,7 @@ class Task(pl.LightningModule):
         if preformatted:  # Markdown: a block indented by four spaces is shown as it is
             text = "\n".join("    " + line for line in text.splitlines())
         for logger in self.loggers:
-            if hasattr(logger.experiment, "add_text"):
+            if hasattr(getattr(logger, "experiment", None), "add_text"):  # TensorBoard's writer
                 logger.experiment.add_text(tag, text, self.global_step)
 
     def score(self, loss: Tensor) -> Tensor:
@@ -337,7 +352,7 @@ class Task(pl.LightningModule):
                                                 f"hp/best_val_{self.score_name}": start})
             else:
                 logger.log_hyperparams(params)
-            if hasattr(logger.experiment, "add_custom_scalars"):
+            if hasattr(getattr(logger, "experiment", None), "add_custom_scalars"):
                 logger.experiment.add_custom_scalars(self.dashboard_layout())
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:

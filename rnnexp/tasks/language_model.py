@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,40 @@ from rnnexp.data import StreamLoader, TBPTTBatches, load_corpus, process_rank, s
 from rnnexp.errors import CheckpointError, DataError
 from rnnexp.model import build_language_model
 from rnnexp.sample import generate
+from rnnexp.schema import Data
 from rnnexp.tasks.base import Task, TaskData, apply_to_state, detach_state
 from rnnexp.tokenizers import Vocab, vocab_from_symbols
 
 log = logging.getLogger("rnnexp")
 
 
+@dataclass
+class CorpusData(Data):
+    """A corpus in one file split by fractions (downloaded: `remote`, `member`; or your own: `path`),
+    or one file per split in `folder` (`files`, downloaded as `remote`, `members`)."""
+
+    remote: Any
+    member: str | None
+    path: str | None
+    folder: str
+    files: dict[str, str]
+    members: dict[str, str] | None
+    val_fraction: float
+    test_fraction: float
+    normalize: str | None
+
+
 class LanguageModelTask(Task):
     """Next-token prediction over token streams, with the hidden state carried between batches."""
+
+    data_schema = CorpusData
+
+    @classmethod
+    def arch_refusal(cls, arch: str, data: str) -> str | None:
+        if arch == "bidirectional":
+            return ("arch=bidirectional cannot be a causal language model: its backward RNN reads the very symbols "
+                    "it must predict; use it on a task that gives the whole input, e.g. data=segmentation")
+        return None if arch == "arch2" else super().arch_refusal(arch, data)
 
     @classmethod
     def load_data(cls, config: dict[str, Any], data_dir: Path, cache_dir: Path) -> TaskData:

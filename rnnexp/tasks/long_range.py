@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 
 from rnnexp.data import process_rank
 from rnnexp.model import make_recurrent
+from rnnexp.schema import Data
 from rnnexp.tasks.base import Task, TaskData, detach_state
 from rnnexp.tasks.seq2seq import SymbolVocab
 
@@ -120,9 +122,18 @@ class LongRangeModel(nn.Module):
         return self.head(torch.cat(outputs))
 
 
+@dataclass
+class LongRangeData(Data):
+    length: int  # T: the adding problem's sequence length, the copy-memory task's delay
+    train_batches: int
+    valid_size: int
+
+
 class LongRangeTask(Task):
     """Adding and copy-memory; main metric val/mse (adding) or val/loss (copy-memory), with
     val/baseline, the memoryless score, logged beside it."""
+
+    data_schema = LongRangeData
 
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__(config, vocab)

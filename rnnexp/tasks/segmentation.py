@@ -8,6 +8,7 @@ the word boundaries), the score people compare.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from rnnexp.data import locate_sources, read_source, split_by_fractions
 from rnnexp.errors import DataError
 from rnnexp.model import make_recurrent
+from rnnexp.schema import Data
 from rnnexp.tasks.base import Task, TaskData
 from rnnexp.tokenizers import CharVocab, normalize_text8
 
@@ -100,7 +102,20 @@ class SequenceTagger(nn.Module):
         return self.head(self.dropout(outputs))
 
 
+@dataclass
+class SegmentationData(Data):
+    corpus: str  # a corpus of conf/data/ (its remote file), or null with `path`
+    member: str | None
+    path: str | None
+    val_fraction: float
+    normalize: str | None
+
+
 class SegmentationTask(Task):
+    """Tags each character with whether a space followed it; judged by val/f1 of the boundaries."""
+
+    data_schema = SegmentationData
+
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__(config, vocab)
         self.model = SequenceTagger(len(vocab), 2, config["cell"], config["arch"])

@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnexp.cells import ScratchRNN, make_cell, make_rnn
+from rnnexp.cells import ScratchRNN, has_cell_state, make_cell, make_rnn
 from rnnexp.data import read_source
 from rnnexp.errors import DataError
 from rnnexp.model import cell_kind
+from rnnexp.schema import Data
 from rnnexp.tasks.base import Task, TaskData
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
@@ -210,7 +211,7 @@ class Seq2Seq(nn.Module):
     def __init__(self, vocab_size: int, cell: dict[str, Any], arch: dict[str, Any], source_length: int = 0) -> None:
         super().__init__()
         kind = cell_kind(cell)
-        self.is_lstm, self.context_mode = cell["name"] == "lstm", arch["context"]
+        self.two_states, self.context_mode = has_cell_state(cell["name"]), arch["context"]
         emb, dec = arch["embedding_dim"], cell["hidden_size"]
         enc = arch["encoder_hidden_size"] or dec
         directions = 2 if arch["encoder_bidirectional"] else 1
@@ -244,7 +245,7 @@ class Seq2Seq(nn.Module):
             packed = pack_padded_sequence(embedded, lengths.cpu(), enforce_sorted=False)
             packed_out, state = self.encoder(packed)
             outputs, _ = pad_packed_sequence(packed_out, total_length=source.shape[0])
-        h = state[0] if self.is_lstm else state  # (directions, B, enc): final h of each direction
+        h = state[0] if self.two_states else state  # (directions, B, enc): final h of each direction
         final = torch.cat(tuple(h), dim=-1)
         return outputs, torch.tanh(self.bridge(final))
 
@@ -252,13 +253,13 @@ class Seq2Seq(nn.Module):
         outputs, context = self.encode(source, lengths)
         h = context if self.context_mode in ("init", "both") else torch.zeros_like(context)
         mask = torch.arange(source.shape[0], device=source.device)[:, None] < lengths.to(source.device)[None]
-        return {"state": (h, torch.zeros_like(h)) if self.is_lstm else h, "context": context, "outputs": outputs,
+        return {"state": (h, torch.zeros_like(h)) if self.two_states else h, "context": context, "outputs": outputs,
                 "keys": self.attention.key(outputs) if self.attention else None, "mask": mask}
 
     def step(self, token: Tensor, memory: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
         """One decoder step: previous symbol (B,) -> logits (B, vocab), the memory updated."""
         state = memory["state"]
-        h_prev = state[0] if self.is_lstm else state
+        h_prev = state[0] if self.two_states else state
         inputs = [self.embedding(token)]
         if self.context_mode in ("every_step", "both"):
             inputs.append(memory["context"])
@@ -267,7 +268,7 @@ class Seq2Seq(nn.Module):
             attended = self.attention(h_prev, memory["keys"], memory["outputs"], memory["mask"])
             inputs.append(attended)
         state = self.decoder(torch.cat(inputs, dim=-1), state)
-        h = state[0] if self.is_lstm else state
+        h = state[0] if self.two_states else state
         features = h if attended is None else torch.cat([h, attended], dim=-1)
         return self.head(self.dropout(features)), {**memory, "state": state}
 
@@ -346,7 +347,31 @@ def _select(memory: dict[str, Any], rows: int | list[int]) -> dict[str, Any]:
 # --- the task ----------------------------------------------------------------------------------
 
 
+@dataclass
+class PairData(Data):
+    """Generated pairs (reverse, copy, sort: `num_symbols`, lengths; addition: `max_digits`;
+    number_words: `max_value`), or a tab-separated file of pairs (parallel_text: `path`)."""
+
+    num_symbols: int
+    min_length: int
+    max_length: int
+    max_digits: int
+    max_value: int
+    train_batches: int
+    valid_size: int
+    path: str
+    val_fraction: float
+
+
 class Seq2SeqTask(Task):
+    """Source to target pairs through an encoder and a decoder; judged by val/seq_acc."""
+
+    data_schema = PairData
+
+    @classmethod
+    def arch_refusal(cls, arch: str, data: str) -> str | None:
+        return None if arch == "seq2seq" else f"data={data} is a sequence-to-sequence task: use arch=seq2seq"
+
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__(config, vocab)
         data = config["data"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +117,46 @@ class LMProgressBar(RichProgressBar):
 class Report(pl.Callback):
     """At the end of fit, in the process that trained (rank 0): the sample, the last validation,
     the best one with where it is saved, the test split, where the run is; and result.json, which
-    train() returns from and scripts/summarize.py reads."""
+    train() returns from and scripts/summarize.py reads.
+
+    It also measures the run's own wall time and throughput, for any length of run (the logged
+    `perf/tokens_per_sec` exists only every `log_every_n_steps`): `wall_seconds` from fit's start to
+    its end (validations, the test split and the sample included), `tokens` trained (all processes:
+    this process's count times their number, as `perf/tokens_per_sec` counts them) and `tokens_per_sec`
+    = tokens / wall_seconds. A resume carries both in its checkpoint (this callback's state_dict), so
+    a resumed run reports the sum over its attempts up to the checkpoint it resumed, plus this
+    attempt; what a killed attempt did after its last checkpoint is not counted (it is trained again)."""
+
+    def __init__(self) -> None:
+        self.earlier_seconds = 0.0  # of the attempts before this one (from the checkpoint resumed)
+        self.earlier_tokens = 0
+        self._started: float | None = None
+        self._task: Any = None
+        self._processes = 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wall_seconds": self.wall_seconds(), "tokens": self.tokens()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.earlier_seconds = float(state_dict.get("wall_seconds", 0.0))
+        self.earlier_tokens = int(state_dict.get("tokens", 0))
+
+    def wall_seconds(self) -> float:
+        now = 0.0 if self._started is None else time.perf_counter() - self._started
+        return self.earlier_seconds + now
+
+    def tokens(self) -> int:
+        this_attempt = 0 if self._task is None else self._task.tokens_trained  # counted by Task.count_train
+        return self.earlier_tokens + this_attempt * self._processes
+
+    def on_fit_start(self, trainer: pl.Trainer, task: pl.LightningModule) -> None:
+        # Checkpoint states are restored before this hook: earlier_* are the resumed run's by now.
+        self._started, self._task, self._processes = time.perf_counter(), task, trainer.world_size
 
     def on_fit_end(self, trainer: pl.Trainer, task: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
+        seconds, tokens = self.wall_seconds(), self.tokens()
         if task.sample_text is not None:  # written at the end of training (Task.on_train_end)
             print(f"\n--- sample (temperature {task.config['sample']['temperature']}) ---\n{task.sample_text}\n---")
         run_dir = Path(task.config["run_dir"]).resolve()
@@ -137,9 +173,10 @@ class Report(pl.Callback):
         lines.append(f"run folder: {run_dir}")
         result = {"final": {"val/loss": float(metrics["val/loss"]), name: float(metrics[name])},
                   "best": {name: task.best_score, "step": task.best_step, "checkpoint": best_path},
-                  "steps": task.global_step, "test": task.test_metrics}
+                  "steps": task.global_step, "test": task.test_metrics,
+                  "wall_seconds": seconds, "tokens": tokens,
+                  "tokens_per_sec": tokens / seconds if seconds > 0 else None}
         (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         if any(isinstance(logger, pl.loggers.TensorBoardLogger) for logger in trainer.loggers):
             lines.append(f"view it:    tensorboard --logdir {run_dir}")
         print("\n".join(lines))
-

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rnnexp.download import exclusive, fetch, sha256_of
+from rnnexp.download import DownloadFailed, exclusive, fetch, sha256_of
 from rnnexp.errors import DataError
 from rnnexp.tokenizers import Vocab, build_vocab, normalize_text8, vocab_from_symbols
 
@@ -97,10 +97,38 @@ def locate_sources(data: dict[str, Any], data_dir: Path) -> dict[str, tuple[Path
         return {"all": (path, None)}
     if data.get("files"):
         folder = data_dir / data["folder"]
-        if not all((folder / name).exists() for name in data["files"].values()):
-            _fetch_split_files(data, folder)
+        missing = [split for split, name in data["files"].items() if not (folder / name).exists()]
+        if missing:
+            try:
+                _fetch_split_files(data, folder)
+            except DownloadFailed as e:
+                if len(missing) == len(data["files"]):
+                    raise  # nothing there: the download's error says what to put where
+                missing = [split for split, name in data["files"].items() if not (folder / name).exists()]
+                raise DataError(_missing_split_files(data, folder, missing, e)) from None
         return {split: (folder / name, None) for split, name in data["files"].items()}
     return {"all": (fetch(data["remote"], data_dir), data.get("member"))}
+
+
+# Which file to use instead of a missing split's, in order of preference (the hint of the error).
+STAND_INS = {"train": ("test", "valid"), "valid": ("test", "train"), "test": ("valid", "train")}
+
+
+def _missing_split_files(data: dict[str, Any], folder: Path, missing: list[str], error: DownloadFailed) -> str:
+    """The one-line error for a folder that has some of a corpus's split files but not all (e.g.
+    WikiText-2's valid.txt and test.txt without train.txt) when the rest cannot be downloaded: the
+    missing files, and how to train with the files at hand."""
+    files = data["files"]
+    present = [files[split] for split in files if split not in missing]
+    hints = []
+    for split in missing:
+        stand_in = next((files[other] for other in STAND_INS.get(split, ()) if other in files and other not in missing),
+                        present[0])
+        hints.append(f"data.files.{split}={stand_in}")
+    absent = " or ".join(files[split] for split in missing)
+    return (f"data folder {folder} has {' and '.join(present)} but no {absent}, and {error.url} "
+            f"(which has {'it' if len(missing) == 1 else 'them'}) "
+            f"could not be downloaded ({error.reason}): put {absent} there, or use a file you have: {' '.join(hints)}")
 
 
 def split_by_fractions(text: str | bytes, val_fraction: float, test_fraction: float) -> dict[str, Any]:

@@ -18,6 +18,14 @@ from rnnexp.errors import DataError
 DATA_DIR_ENV = "RNNEXP_DATA_DIR"
 
 
+class DownloadFailed(DataError):
+    """A file could not be downloaded (offline, or the server refused): `url` and `reason` say which and why."""
+
+    def __init__(self, message: str, url: str, reason: str) -> None:
+        super().__init__(message)
+        self.url, self.reason = url, reason
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     url: str
@@ -164,9 +172,10 @@ def _download(remote: RemoteFile, path: Path) -> None:
                     bar.advance(task, len(chunk))
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise DataError(
+        raise DownloadFailed(
             f"could not download {remote.url} ({reason}); if you are offline, download it by hand "
-            f"and place it at {path} (or point ${DATA_DIR_ENV} at a folder that has {remote.filename})"
+            f"and place it at {path} (or point ${DATA_DIR_ENV} at a folder that has {remote.filename})",
+            remote.url, str(reason),
         ) from None
     if digest.hexdigest() != remote.sha256:
         partial.unlink(missing_ok=True)

@@ -67,11 +67,12 @@ def unknown_key(e: Any) -> str | None:
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     cause = e.__cause__
-    if not isinstance(cause, ConfigKeyError | ConfigAttributeError) or not isinstance(getattr(cause, "parent_node", None), DictConfig):
+    parent = getattr(cause, "parent_node", None)
+    if not isinstance(cause, ConfigKeyError | ConfigAttributeError) or not isinstance(parent, DictConfig):
         return None
     from rnnexp.config import unknown_key_error
 
-    parent, key = cause.parent_node, cause.full_key
+    key = cause.full_key
     section = key.rpartition(".")[0]
     known = [k for k in parent.keys() if k != "hydra" and not str(k).startswith("_")]
     target = parent.get("_target_") if "_target_" in parent else None

@@ -1,6 +1,7 @@
-"""A table and plots of every run under a folder (a sweep, or outputs/), from each run's saved config
-and TensorBoard events: `python scripts/summarize.py outputs/multirun/<sweep>`, or at the end of a
-sweep whose config lists `rnnexp.summary.SummarizeSweep` in `hydra.callbacks`.
+"""A table and plots of every run under a folder (a sweep, or outputs/), from each run's saved config,
+TensorBoard events and result.json (wall time and tokens/s, as callbacks.Report measured them):
+`python scripts/summarize.py outputs/multirun/<sweep>`, or at the end of a sweep whose config lists
+`rnnexp.summary.SummarizeSweep` in `hydra.callbacks`.
 
 Writes summary.md (a markdown table sorted by the main metric, best first), summary.csv, curves.png
 (every run's validation curve) and by_parameter.png (the best value against the first swept
@@ -47,10 +48,24 @@ class Run:
         return (max if self.higher_is_better else min)(self.curve, key=lambda point: point[1])
 
 
-def objective_direction(task: str) -> str:
-    """The direction in which a task's main metric improves, for the Optuna sweeper (train() returns
-    the run's best value of it): the resolver `${objective_direction:...}` in conf/hparams_search/."""
-    return "maximize" if main_metric({"data": {"task": task}})[1] else "minimize"
+def read_config(path: Path) -> dict[str, Any]:
+    """A run's saved .hydra/config.yaml as plain values, its interpolations resolved where they can
+    be outside the run (`data.metric: ${tokenizer.lm_metric}`); the others (`run_dir:
+    ${hydra:runtime.output_dir}`) stay as written."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rnnexp.resolvers import register
+
+    register()
+    saved = OmegaConf.load(path)
+    config = OmegaConf.to_container(saved)
+    for key in config:
+        try:
+            node = saved[key]
+            config[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        except OmegaConfBaseException:
+            pass
+    return config
 
 
 def read_run(folder: Path) -> Run:
@@ -58,7 +73,7 @@ def read_run(folder: Path) -> Run:
 
     # Its reader logs "No path found after <file>" at INFO for every run, which Hydra's log shows.
     logging.getLogger("tensorboard").setLevel(logging.WARNING)
-    config = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"))
+    config = read_config(folder / ".hydra" / "config.yaml")
     overrides = {}
     for item in OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "overrides.yaml")) or []:
         key, _, value = item.partition("=")
@@ -71,18 +86,32 @@ def read_run(folder: Path) -> Run:
     if metric in tags:
         run.curve = [(e.step, e.value) for e in events.Scalars(metric)]
     if "train/loss" in tags:
-        train = events.Scalars("train/loss")
-        run.steps = train[-1].step + 1
-        run.wall_seconds = train[-1].wall_time - train[0].wall_time
-    if "perf/tokens_per_sec" in tags:
-        run.tokens_per_sec = statistics.median(e.value for e in events.Scalars("perf/tokens_per_sec"))
+        run.steps = events.Scalars("train/loss")[-1].step + 1
     if (folder / "error.txt").exists():
         run.status = "failed: " + (folder / "error.txt").read_text().strip().splitlines()[0]
     elif (folder / "result.json").exists():
         run.status = "finished"
+        result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
         # The steps it trained (the last logged training step is up to log_every_n_steps before them).
-        run.steps = json.loads((folder / "result.json").read_text(encoding="utf-8"))["steps"]
+        run.steps = result["steps"]
+        # Measured by callbacks.Report from fit's start to its end, whatever the run's length (a
+        # resumed run: all its attempts); result.json files written before it lack them.
+        if result.get("wall_seconds") is not None:
+            run.wall_seconds = float(result["wall_seconds"])
+        if result.get("tokens_per_sec") is not None:
+            run.tokens_per_sec = float(result["tokens_per_sec"])
+    if math.isnan(run.wall_seconds):  # running, stopped or failed: an estimate from the events
+        run.wall_seconds = _event_span(events, tags)
+    if math.isnan(run.tokens_per_sec) and "perf/tokens_per_sec" in tags:
+        run.tokens_per_sec = statistics.median(e.value for e in events.Scalars("perf/tokens_per_sec"))
     return run
+
+
+def _event_span(events: Any, tags: list[str]) -> float:
+    """Seconds from the first to the last scalar written (NaN with fewer than two moments): a
+    running or failed run's wall time so far, short of what happened before its first value."""
+    times = [e.wall_time for tag in tags for e in events.Scalars(tag)]
+    return max(times) - min(times) if len(set(times)) > 1 else math.nan
 
 
 def find_runs(root: Path) -> list[Run]:
@@ -137,7 +166,13 @@ def summarize(root: Path, x: str | None = None, lines: str | None = None) -> Pat
 def _measures(run: Run) -> list[str]:
     best, final = run.best, run.curve[-1] if run.curve else None
     return [f"{best[1]:.4f}" if best else "", str(best[0] + 1) if best else "", f"{final[1]:.4f}" if final else "",
-            str(run.steps), f"{run.tokens_per_sec:,.0f}", f"{run.wall_seconds:.0f}", run.status]
+            str(run.steps), _number(run.tokens_per_sec, ",.0f"),
+            _number(run.wall_seconds, ".1f" if run.wall_seconds < 10 else ".0f"), run.status]
+
+
+def _number(value: float, spec: str) -> str:
+    """A measure for the table; empty where there is none (a run that logged nothing yet)."""
+    return "" if math.isnan(value) else format(value, spec)
 
 
 def plot(groups: list[tuple[str, list[Run], list[str]]], root: Path) -> None:
@@ -154,7 +189,8 @@ def plot(groups: list[tuple[str, list[Run], list[str]]], root: Path) -> None:
                 # Lightning logs a validation at the step of the batch before it: +1 is the step it follows.
                 axes.plot([s + 1 for s, _ in run.curve], [v for _, v in run.curve], marker=".", label=run.folder.name)
         axes.set(xlabel="training step", ylabel=metric, title=f"{root.name}: {metric} at each validation")
-        axes.legend(fontsize="x-small")
+        if any(run.curve for run in runs):
+            axes.legend(fontsize="x-small")
     figure.tight_layout()
     figure.savefig(root / "curves.png", dpi=120)
     plt.close(figure)

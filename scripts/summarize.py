@@ -1,4 +1,4 @@
-"""A table and plots of every run under a folder, from their configs and TensorBoard events:
+"""A table and plots of every run under a folder, from their configs, TensorBoard events and result.json:
 
     python scripts/summarize.py outputs/multirun/<sweep>     # summary.md, summary.csv, curves.png, by_parameter.png
     python scripts/summarize.py outputs/multirun/<sweep> --x unroll --lines cell   # by_parameter.png's axes

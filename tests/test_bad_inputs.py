@@ -54,9 +54,12 @@ def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 TRAIN = ["data=text_file", "data.path={text}", *TINY_MODEL]
 CASES = [
     # (overrides, exit code, the message's line); {name} is filled in from the `files` fixture.
-    (["cell=transformer"], 2, "error: cell=transformer does not exist (conf/cell/); the options are custom, gru, "),
-    (["arch=arch9"], 2, "error: arch=arch9 does not exist (conf/arch/); did you mean arch=arch"),
-    (["data=imagenet"], 2, "error: data=imagenet does not exist (conf/data/); the options are adding, addition, "),
+    (["cell=transformer"], 2, "error: cell=transformer does not exist (no cell/transformer.yaml in conf/ or the "
+     "search path); the options are custom, gru, "),
+    (["arch=arch9"], 2, "error: arch=arch9 does not exist (no arch/arch9.yaml in conf/ or the "
+     "search path); did you mean arch=arch"),
+    (["data=imagenet"], 2, "error: data=imagenet does not exist (no data/imagenet.yaml in conf/ or the "
+     "search path); the options are adding, addition, "),
     ([*TRAIN, "unroll=0"], 2, "error: unroll must be a positive integer, got 0"),
     ([*TRAIN, "batch_size=-1"], 2, "error: batch_size must be a positive integer, got -1"),
     ([*TRAIN, "cell.hidden_size=0"], 2, "error: cell.hidden_size must be a positive integer, got 0"),
@@ -121,8 +124,10 @@ CASES = [
      "error: unknown key 'callbacks.model_checkpoint.every_n_step'; did you mean "
      "'callbacks.model_checkpoint.every_n_steps'?"),
     # Optimizers and schedules: unknown names, targets, keys; schedules that cannot work.
-    ([*TRAIN, "optim=adagrad"], 2, "error: optim=adagrad does not exist (conf/optim/); the options are adam, adamw, "),
-    ([*TRAIN, "-m", "sched=none,step"], 2, "error: sched=step does not exist (conf/sched/); the options are cosine, "),
+    ([*TRAIN, "optim=adagrad"], 2, "error: optim=adagrad does not exist (no optim/adagrad.yaml in conf/ or the "
+     "search path); the options are adam, adamw, "),
+    ([*TRAIN, "-m", "sched=none,step"], 2, "error: sched=step does not exist (no sched/step.yaml in conf/ or the "
+     "search path); the options are cosine, "),
     ([*TRAIN, "data.path={root}/other_vocab.txt", "ckpt_path={good}"], 2,
      "this run differs: data.path={root}/other_vocab.txt (checkpoint: {root}/text.txt)"),
     ([*TRAIN, "ckpt_path={good}", "trainer.max_steps=4"], 2,

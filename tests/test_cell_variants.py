@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from rnnexp.cells import CELLS, ScratchCell, make_cell, make_rnn
-
-GATE_ROWS = {(c, v): spec.rows for c, kind in CELLS.items() for v, spec in kind.variants.items()}
 from rnnexp.checkpoint import load_checkpoint
 from rnnexp.errors import ConfigError
 from rnnexp.train import train
 from tests.helpers import read_scalars, tiny_run_config, tiny_seq2seq_config
+
+GATE_ROWS = {(c, v): spec.rows for c, kind in CELLS.items() for v, spec in kind.variants.items()}
 
 CUSTOM = "examples.minimal_cell.LeakyRNNCell"
 

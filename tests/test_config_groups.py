@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from rnnexp.checkpoint import load_checkpoint
-from rnnexp.train import train
-from tests.helpers import REPO, read_scalars, tiny_run_config
+from rnnexp.train import resolve, train
+from tests.helpers import REPO, compose_config, read_scalars, tiny_run_config
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
               "rmsprop": torch.optim.RMSprop}
@@ -154,12 +154,13 @@ def test_debug_profile_writes_the_profilers_report_into_the_run_folder(tiny_text
     assert "run_training_batch" in report
 
 
-def test_tasks_registry_names_a_class_per_task_and_checkpoints_load_through_it(tiny_text, tmp_path):
-    from rnnexp.tasks import TASKS, task_class, task_from_checkpoint
+def test_every_data_option_names_a_task_class_and_checkpoints_load_through_it(tiny_text, tmp_path):
+    from rnnexp.tasks import task_class, task_from_checkpoint
     from rnnexp.tasks.base import Task
 
-    for name in TASKS:
-        assert issubclass(task_class({"data": {"task": name}}), Task)
+    for data in sorted((REPO / "conf" / "data").glob("*.yaml")):  # every data option names a Task subclass
+        task = task_class(resolve(compose_config(f"data={data.stem}", "run_dir=x")))
+        assert issubclass(task, Task), data
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir))
     task = task_from_checkpoint(load_checkpoint(run_dir / "checkpoints" / "last.ckpt"))

@@ -107,3 +107,29 @@ def test_an_outside_task_checks_its_own_data_keys(tmp_path):
                       pythonpath=EXAMPLES)
     assert result.returncode == 2 and result.stderr.strip().startswith("error: data.task=parity_task.Missing cannot "
                                                                        "be imported")
+
+
+def test_a_built_in_cell_is_one_entry_in_cells_and_one_config_file(tiny_text, tmp_path, monkeypatch):
+    """A two-state cell added to rnnexp.cells.CELLS alone (here an LSTM that couples its input and
+    forget gates by another name) trains scratch with Arch 2 and the seq2seq decoder: nothing else
+    lists the cells or tests for `lstm` by name."""
+    from hydra import compose, initialize_config_dir
+
+    from rnnexp import cells
+    from rnnexp.train import train
+
+    kind = cells.CellType({"standard": cells.CELLS["lstm"].variants["cifg"]}, cell_state=True, forget_bias=1.0)
+    monkeypatch.setitem(cells.CELLS, "coupled", kind)
+    (tmp_path / "conf" / "cell").mkdir(parents=True)
+    (tmp_path / "conf" / "cell" / "coupled.yaml").write_text(
+        "name: coupled\nimpl: scratch\nhidden_size: 16\nvariant: standard\n")
+    from tests.helpers import TINY_MODEL
+
+    for run, overrides in (("lm", ["data=text_file", f"data.path={tiny_text}", "arch=arch2"]),
+                           ("s2s", ["arch=seq2seq", "data=reverse", "data.train_batches=5", "data.valid_size=20"])):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            config = compose("train", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "cell=coupled",
+                                                 f"run_dir={tmp_path / run}", *TINY_MODEL, *overrides])
+        train(config)
+        state = json.loads((tmp_path / run / "result.json").read_text())
+        assert state["steps"] == 4

@@ -120,5 +120,6 @@ def test_slurm_preset_sets_partition_time_gpus_and_array_parallelism():
 def test_typo_in_a_search_preset_name_is_one_line():
     result = run_train("-m", "hparams_search=lm_lr_clp")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: hparams_search=lm_lr_clp does not exist (conf/hparams_search/); "
+    assert result.stderr.strip() == ("error: hparams_search=lm_lr_clp does not exist (no "
+                                     "hparams_search/lm_lr_clp.yaml in conf/ or the search path); "
                                      "did you mean hparams_search=lm_lr_clip?")

@@ -87,6 +87,7 @@ class Task(pl.LightningModule):
         self.plateau: Any = None  # a ReduceLROnPlateau schedule, stepped after each validation
         self._plateau_state: dict[str, Any] | None = None
         self.first_logged_loss: float | None = None
+        self.tokens_trained = 0
         # The first step whose loss or gradient was NaN/inf, kept on the device (-1: none yet).
         self._first_bad_step = torch.tensor(-1)
         # Host-side numbers for the progress bar, refreshed at logging steps only.
@@ -187,6 +188,7 @@ class Task(pl.LightningModule):
         self._loss_sum += loss.detach()
         self._window_steps += 1
         self._window_tokens += tokens
+        self.tokens_trained += tokens  # by this process in this attempt (callbacks.Report adds up the attempts)
 
     def skip_nonfinite_loss(self, loss: Tensor) -> bool:
         """guard.on_nonfinite=skip: True (and a warning) for a NaN/inf loss; a host sync every step."""

@@ -20,13 +20,19 @@ register()  # the resolvers conf/ uses (run folders, run names, a search's direc
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from rnnexp.errors import RnnexpError, TrainingDiverged
+    from rnnexp.errors import RnnexpError, RunStopped, TrainingDiverged
     from rnnexp.quiet import silence_known_noise  # which messages are filtered, and why
     from rnnexp.train import in_sweep, train  # torch and Lightning load here, not for --help
 
     silence_known_noise()
     try:
         return train(cfg)
+    except RunStopped as stop:  # Ctrl-C or SIGTERM: saved (or said why not); a sweep stops too
+        from rnnexp.stopping import stopped_message
+
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        print(stopped_message(stop, overrides), file=sys.stderr)
+        sys.exit(128 + stop.signum)
     except Exception as e:
         if not in_sweep() and not isinstance(e, RnnexpError):
             raise  # a bug: the whole traceback

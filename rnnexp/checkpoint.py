@@ -53,9 +53,26 @@ def _continued_run(ckpt_path: str | None) -> Path | None:
 
 def resume_run_dir(ckpt_path: str | None, new_run_dir: str) -> str:
     """The run folder to write into: the checkpoint's own when the resume continues its run
-    (TensorBoard then goes on in the same folder), else `new_run_dir`. hydra.run.dir uses it."""
+    (TensorBoard then goes on in the same folder), else `new_run_dir`, made now (`new_folder`).
+    hydra.run.dir uses it."""
     run = _continued_run(ckpt_path)
-    return new_run_dir if run is None else str(run)
+    return new_folder(new_run_dir) if run is None else str(run)
+
+
+def new_folder(path: str) -> str:
+    """`path`, made now; if it exists (another run started in the same second with the same options,
+    here or on a shared file system), `path-2`, `path-3`, ...: each mkdir is atomic, so two runs never
+    share a folder. The resolvers that call it cache their result, so a job resolves it once."""
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    suffix = 1
+    while True:
+        candidate = base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")
+        try:
+            candidate.mkdir()
+            return str(candidate)
+        except FileExistsError:
+            suffix += 1
 
 
 def resume_output_subdir(ckpt_path: str | None, now: str) -> str:

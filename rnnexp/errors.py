@@ -1,4 +1,10 @@
-"""Errors that mean "your input is wrong", reported to the user as one line, without a traceback."""
+"""Errors that mean "your input is wrong", reported to the user as one line, without a traceback;
+and RunStopped, the end of a run that a signal stopped (rnnexp/stopping.py)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
 
 
 class RnnexpError(Exception):
@@ -19,3 +25,11 @@ class CheckpointError(RnnexpError):
 
 class TrainingDiverged(RnnexpError):
     """The loss or a gradient became NaN or infinite."""
+
+
+class RunStopped(Exception):  # noqa: N818 (not an error: the user asked for it)
+    """Training ended by a signal, after saving (`checkpoint`) or with nothing to save (`why`)."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None, why: str = "") -> None:
+        self.signum, self.step, self.checkpoint, self.why = signum, step, checkpoint, why
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")

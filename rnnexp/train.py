@@ -59,10 +59,19 @@ def train(cfg: DictConfig) -> float:
     from rnnexp.download import resolve_cache_dir, resolve_data_dir
     from rnnexp.errors import CheckpointError
     from rnnexp.quiet import ModelSummary, expect_resume
+    from rnnexp.stopping import SaveOnStop
     from rnnexp.tasks import task_class
 
     ckpt_path, checkpoint, purge_step = None, None, None
     run_dir = Path(config["run_dir"]).resolve()
+    earlier = run_dir / "checkpoints" / "last.ckpt"
+    if config["ckpt_path"] is None and earlier.is_file():
+        if not in_sweep():  # a resume is the one way to write into a run's folder
+            raise CheckpointError(f"run folder {run_dir} holds a run already: resume it with ckpt_path={run_dir}, "
+                                  "or leave the folder to rnnexp (a new one for each run)")
+        # A sweep job that runs again in its own folder was requeued (a time limit, a preemption): it resumes.
+        log.info("this job ran before in %s: resuming it", run_dir)
+        config["ckpt_path"] = str(earlier)
     if config["ckpt_path"] is not None:  # resume: the same run, its settings, where it stopped
         ckpt_path = find_checkpoint(config["ckpt_path"])
         checkpoint = load_checkpoint(ckpt_path)
@@ -102,7 +111,7 @@ def train(cfg: DictConfig) -> float:
         for c in (config["logger"] or {}).values()
     ]
     callbacks = [instantiate(resolve_monitor(c, task.main_metric, task.higher_is_better))
-                 for c in (config["callbacks"] or {}).values() if c is not None] + [Report()]
+                 for c in (config["callbacks"] or {}).values() if c is not None] + [Report(), SaveOnStop()]
     if not config["trainer"].get("enable_progress_bar", True):  # one switch turns every bar off
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     if config["trainer"].get("enable_model_summary", True):  # Lightning's, less its FLOPs (always 0 here)

@@ -122,3 +122,28 @@ class DoubleCell(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         return torch.tanh(h.double() @ self.weight_hh)
+
+
+class SignalAt(pl.Callback):
+    """Sends this process `signum` (`times` times) at the end of step `step`, as a user's Ctrl-C or a
+    scheduler's SIGTERM would arrive during it: `+callbacks.stop._target_=tests.helpers.SignalAt ...`."""
+
+    def __init__(self, step: int, signum: int, times: int = 1) -> None:
+        self.step, self.signum, self.times = step, signum, times
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.signum)
+
+
+class SlowSteps(pl.Callback):
+    """Makes each training step take at least `seconds`: a run long enough to meet a time limit."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args) -> None:
+        import time
+
+        time.sleep(self.seconds)

@@ -159,10 +159,12 @@ def test_resume_into_the_same_folder_by_its_checkpoint_path(tiny_text, tmp_path)
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir))
     last = run_dir / "checkpoints" / "last.ckpt"
-    assert resume_run_dir(str(last), "new") == str(run_dir)
-    assert resume_run_dir(str(run_dir), "new") == str(run_dir)
-    assert resume_run_dir(None, "new") == "new"
-    assert resume_run_dir(str(tmp_path / "missing.ckpt"), "new") == "new"
+    new = str(tmp_path / "new")
+    assert resume_run_dir(str(last), new) == str(run_dir)
+    assert resume_run_dir(str(run_dir), new) == str(run_dir)
+    assert not (tmp_path / "new").exists()  # a resume makes no new folder
+    assert resume_run_dir(None, new) == new and (tmp_path / "new").is_dir()
+    assert resume_run_dir(str(tmp_path / "missing.ckpt"), new) == f"{new}-2"  # taken: the next free name
 
 
 def test_ckpt_path_last_is_the_newest_run(tmp_path, monkeypatch, tiny_text):

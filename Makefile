@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup train test lint clean
+.PHONY: setup train test lint mutate clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,13 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# Mutation testing, not in CI (hours on 2 cores): mutmut, one core module at a time, each against the
+# fast tests that cover it (pyproject.toml [tool.mutmut.modules]), then each module's score. Options in
+# ARGS, e.g. make mutate ARGS="rnnexp/summary.py --budget 900" (docs/development.md, "Mutation testing").
+mutate: setup
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/pip install "mutmut>=3.8,<4"
+	$(BIN)/python scripts/mutate.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

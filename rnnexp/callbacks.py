@@ -7,8 +7,10 @@ the monitored metric improves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.profilers import PassThroughProfiler
 
 from rnnexp.checkpoint import atomic_save, load_checkpoint
 
@@ -47,7 +50,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return load_checkpoint(path, "cpu" if map_location is None else map_location, training_state=False)
 
 
-class Checkpoint(ModelCheckpoint):
+class NoProfiler(PassThroughProfiler):
+    """What a Trainer without a `profiler` uses (Lightning's PassThroughProfiler), with `profile()` one
+    shared do-nothing context instead of a new generator-made one each time: Lightning enters it around
+    every hook of the module and of every callback, some 70 times a training step here."""
+
+    _NOTHING = contextlib.nullcontext()
+
+    def profile(self, action_name: str) -> contextlib.nullcontext:  # type: ignore[override]
+        return self._NOTHING
+
+
+class CachedStateKey:
+    """`state_key` computed once: Lightning formats a checkpoint or early-stopping callback's key anew
+    (a repr of its settings) each time it calls one of its hooks, about 6 times a training step. The
+    settings it depends on are fixed when the callback is made."""
+
+    @property
+    def state_key(self) -> str:
+        key = self.__dict__.get("_cached_state_key")
+        if key is None:
+            key = self._cached_state_key = super().state_key  # type: ignore[misc]
+        return key
+
+
+class Checkpoint(CachedStateKey, ModelCheckpoint):
     """Lightning's ModelCheckpoint (best by the monitored metric at each validation, plus last.ckpt),
     with last.ckpt also written every `every_n_steps` steps and always at the end of training:
     Lightning's own skips the end when an earlier validation already wrote one, so a run stopped by
@@ -73,7 +100,7 @@ class Checkpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
 
 
-class EarlyStop(EarlyStopping):
+class EarlyStop(CachedStateKey, EarlyStopping):
     """Lightning's EarlyStopping, off while `patience` is null, and saying when it ends a run."""
 
     def __init__(self, patience: int | None = None, **kwargs: Any) -> None:
@@ -98,7 +125,67 @@ class EarlyStop(EarlyStopping):
 class LMProgressBar(RichProgressBar):
     """Shows the host-side numbers the task refreshes at its logging steps (`progress_stats`:
     mean train loss, tokens per second, last validation loss) instead of tensors logged with
-    `prog_bar=True`, which the bar would copy to the host at every refresh."""
+    `prog_bar=True`, which the bar would copy to the host at every refresh.
+
+    It is drawn `refresh_rate` times a second at most, and between draws a step costs it one clock
+    reading: Lightning's bar updates its counts and metrics at every training and validation batch
+    and draws after each (about 3 ms a draw, in Python, holding the interpreter), which for a
+    step of a few milliseconds doubled the time per step (docs/results.md, the benchmark). The
+    counts it skipped are caught up before a validation, at the end of an epoch and at the end."""
+
+    def __init__(self, refresh_rate: int = 2, **kwargs: Any) -> None:
+        super().__init__(refresh_rate=refresh_rate, **kwargs)
+        self._interval = 1.0 / refresh_rate if refresh_rate > 0 else math.inf
+        self._next_draw = 0.0
+        self._behind: dict[Any, int] = {}  # bar -> the count it has not shown yet
+
+    def _due(self) -> bool:
+        return time.monotonic() >= self._next_draw
+
+    def _update(self, progress_bar_id: Any, current: int, visible: bool = True, hard: bool = False) -> None:
+        if not (hard or self._due()):
+            if progress_bar_id is not None:
+                self._behind[progress_bar_id] = current
+            return
+        self._next_draw = time.monotonic() + self._interval
+        self._catch_up()
+        super()._update(progress_bar_id, current, visible, hard)
+
+    def _catch_up(self) -> None:
+        """Show the counts skipped since the last draw (drawn at the next refresh)."""
+        if self.progress is not None:
+            for bar, current in self._behind.items():
+                if bar in self.progress.task_ids:  # not one that ended since
+                    self.progress.update(bar, completed=current)
+        self._behind.clear()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if self.train_progress_bar_id is not None and not self._due():  # between draws: note the count only
+            self._behind[self.train_progress_bar_id] = args[-1] + 1  # batch_idx + 1
+            return
+        super().on_train_batch_end(trainer, pl_module, *args)  # counts, metrics and a draw
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._catch_up()
+        super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._catch_up()  # the training bar shows the step that validates
+        super().on_validation_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._behind.pop(self.val_progress_bar_id, None)  # the bar is hidden now
+        super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._catch_up()
+        self.refresh()
+        super().on_train_end(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._catch_up()
+        self.refresh(hard=True)
+        super().on_exception(trainer, pl_module, exception)
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)

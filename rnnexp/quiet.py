@@ -14,8 +14,10 @@ Avoided at the source, through Lightning's own settings:
   resume only (no setting turns them off).
 
 Filtered by text (`silence_known_noise()`, which train.py installs), each narrowly by message,
-category and the module that warns, because no setting turns them off; pyproject.toml's pytest
-`filterwarnings` accepts the same ones for in-process runs in the tests.
+category and the module that warns, because no setting turns them off: torch's LeafSpec deprecation
+inside Lightning, the srun hint of Lightning's second SLURM check (in fit), Lightning's guess that a
+short epoch hides the training logs, and its notice of its cloud logger. pyproject.toml's pytest
+`filterwarnings` accepts the same warnings for the tests, which train in-process, not through train.py.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def silence_known_noise() -> None:
     # (Its category, Lightning's PossibleUserWarning, is a UserWarning: named so, no Lightning import here.)
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used",
                             category=UserWarning, module=r"lightning_fabric\.plugins\.environments\.slurm")
+    # Lightning's guess that a short epoch hides the training logs: its runs here are bounded by steps
+    # (max_epochs=-1) and it logs every log_every_n_steps *global* steps, across epochs; tasks with few
+    # batches per epoch (debug=overfit's one, the long-range tasks' data.train_batches) log all the same.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging",
+                            category=UserWarning, module=r"pytorch_lightning\.loops\.fit_loop")
     # Lightning's notice of its cloud logger, printed when a Trainer starts.
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: "try installing [litlogger]" not in record.getMessage())

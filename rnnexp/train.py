@@ -44,6 +44,21 @@ def choose_precision(requested: str, accelerator: str) -> str:
 def train(cfg: DictConfig) -> float:
     """Train as `cfg` says; returns the run's best validation value of its task's main metric
     (val/bpc, val/ppl, val/f1 or val/seq_acc): the objective of an Optuna search."""
+    trainer, task, data, ckpt_path = build(cfg)
+    # Lightning validates the final weights inside fit (see Task.on_train_batch_end), so the
+    # checkpoints, the HParams tab and the progress bar all see the last validation. The report and
+    # result.json come from the process that trained (callbacks.Report): with ddp_spawn, not this one.
+    trainer.fit(task, data.train, data.valid, ckpt_path=ckpt_path, weights_only=True)
+    if not trainer.is_global_zero:  # another DDP process: rank 0 reports
+        return math.nan
+    run_dir = Path(task.config["run_dir"]).resolve()
+    return json.loads((run_dir / "result.json").read_text(encoding="utf-8"))["best"][task.main_metric]
+
+
+def build(cfg: DictConfig, data: Any = None) -> tuple[Any, Any, Any, Path | None]:
+    """Everything `train` fits, as it fits it: (trainer, task, data, ckpt_path), with the config
+    checked, a resume's checkpoint found and checked, and the loggers and callbacks made.
+    `data` (a TaskData) replaces the task's own loading (scripts/benchmark.py trains on random tokens)."""
     config = resolve(cfg)
     validate_config(config)  # every check that needs neither torch nor Lightning: a bad value costs no import
 
@@ -54,7 +69,7 @@ def train(cfg: DictConfig) -> float:
 
     validate_components(config)
 
-    from rnnexp.callbacks import Report, resolve_monitor
+    from rnnexp.callbacks import NoProfiler, Report, resolve_monitor
     from rnnexp.checkpoint import check_fits, check_same_settings, continues_run, find_checkpoint, load_checkpoint
     from rnnexp.download import resolve_cache_dir, resolve_data_dir
     from rnnexp.errors import CheckpointError
@@ -84,7 +99,9 @@ def train(cfg: DictConfig) -> float:
     share_cpu_threads()
     pl.seed_everything(config["seed"], workers=True)
     task_type = task_class(config)
-    data = task_type.load_data(config, resolve_data_dir(config["data_dir"]), resolve_cache_dir(config["cache_dir"]))
+    if data is None:
+        data = task_type.load_data(config, resolve_data_dir(config["data_dir"]),
+                                   resolve_cache_dir(config["cache_dir"]))
     task = task_type(config, data.vocab.symbols)
     task.test_loader = data.test
 
@@ -124,8 +141,11 @@ def train(cfg: DictConfig) -> float:
         # Lightning's ddp starts the other processes by running the command line again, which
         # inside a -m sweep would run the whole sweep again: there, processes are spawned instead.
         strategy = {"strategy": "ddp_spawn"}
+    # Without a profiler asked for (debug=profile asks), Lightning's default, cheaper per hook (see NoProfiler).
+    profiler = {} if config["trainer"].get("profiler") else {"profiler": NoProfiler()}
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, precision=precision,
-                                      enable_checkpointing=checkpointing, enable_model_summary=False, **strategy)
+                                      enable_checkpointing=checkpointing, enable_model_summary=False, **strategy,
+                                      **profiler)
     task.check_processes(trainer.world_size)
     log.info(
         "training %s %s (%s, %s, %d parameters) on %s: %d train / %d validation batches, vocabulary %d; "
@@ -135,13 +155,7 @@ def train(cfg: DictConfig) -> float:
     )
     if task.continues_run and trainer.is_global_zero:
         record_resume_overrides(run_dir)
-    # Lightning validates the final weights inside fit (see Task.on_train_batch_end), so the
-    # checkpoints, the HParams tab and the progress bar all see the last validation. The report and
-    # result.json come from the process that trained (callbacks.Report): with ddp_spawn, not this one.
-    trainer.fit(task, data.train, data.valid, ckpt_path=ckpt_path, weights_only=True)
-    if not trainer.is_global_zero:  # another DDP process: rank 0 reports
-        return math.nan
-    return json.loads((run_dir / "result.json").read_text(encoding="utf-8"))["best"][task.main_metric]
+    return trainer, task, data, ckpt_path
 
 
 def in_sweep() -> bool:

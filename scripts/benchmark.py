@@ -1,136 +1,348 @@
-"""Training speed of rnnexp against a plain PyTorch loop on the same model, data and optimizer.
+"""Training speed of `python train.py` against a plain PyTorch loop on the same model and batches.
 
-Both run in this one process, alternating, so the machine's state affects them alike; the report is
-their ratio (and each one's tokens per second, for orientation only):
+The rnnexp side is what train.py runs: the Trainer, loggers, callbacks (progress bar, checkpoints,
+diagnostics, validation samples, early stopping, report) and validation schedule that
+`rnnexp.train.build` makes from the composed config. The plain side is the loop a PyTorch user
+would write: its own copy of the model, optimizer, schedule, clipping and precision, on the same
+batches, validating over the same validation batches at the same steps.
 
-    python scripts/benchmark.py                       # the default model (LSTM, H=512)
-    python scripts/benchmark.py cell=gru cell.impl=scratch cell.hidden_size=128 --steps 100
+The two alternate step by step in this one process: after each of train.py's steps the plain loop
+takes the same step (and validates where train.py will), timed on its own; train.py's time is the
+whole window's less the plain loop's. So a slow or busy moment of the machine falls on both alike,
+and the report is their time ratio (tokens per second for orientation only):
 
-Arguments other than --steps/--repeats are Hydra overrides of conf/train.yaml.
+    python scripts/benchmark.py --size short --threads 1 --clock cpu --breakdown  # LSTM H=32, batch 8, unroll 16
+    python scripts/benchmark.py --threads 1 --clock cpu --breakdown               # the default model, LSTM H=512
+    python scripts/benchmark.py cell=gru cell.impl=scratch cell.hidden_size=128
+
+What is timed: `--steps` training steps after `--warmup` ones, with whatever falls between them
+(validations, checkpoints, diagnostics, samples, the progress bar's drawing); the run is then
+stopped, so its start (Trainer, sanity check) and end (last validation, test split, sample, report)
+are not. `--breakdown` also runs train.py with each part switched off in turn: a part's share is how
+much of the plain loop's time it adds, so the shares and the rest add up to about the ratio minus 1.
+The progress bar draws as it would on a terminal, into /dev/null. Tokens are random, in
+tiny-shakespeare's sizes and alphabet. Arguments other than the options below are Hydra overrides
+of conf/train.yaml.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+SIZES = {
+    "default": [],  # conf/train.yaml as it is: LSTM H=512, batch 64, unroll 64
+    "short": ["cell.hidden_size=32", "batch_size=8", "unroll=16"],  # a step of about a millisecond
+}
+# What --breakdown switches off, one at a time: (name, overrides). Validation goes on both sides.
+PARTS = [
+    ("progress bar", ["trainer.enable_progress_bar=false"]),
+    ("checkpoints", ["callbacks.model_checkpoint=null"]),
+    ("diagnostics", ["callbacks.diagnostics=null"]),
+    ("validation samples", ["sample.val_length=0"]),
+    ("early stopping (off by default)", ["callbacks.early_stop=null"]),
+    ("TensorBoard logging", ["logger=none"]),
+    ("validation (both sides)", ["trainer.val_check_interval=NEVER"]),  # after the timed steps
+]
+BARE = "bare LightningModule and Trainer"
+ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny-shakespeare's 65 symbols
+TRAIN_TOKENS, VALID_TOKENS = 1_003_854, 111_540  # tiny-shakespeare's 90/10 split
 
-def plain_loop(config: dict, vocab_size: int, batches, steps: int) -> float:
-    """The loop a PyTorch user would write: seconds for `steps` steps after 5 warm-up steps."""
+
+class WindowDone(Exception):
+    """Raised once the timed steps are done: the rest of the run is not measured."""
+
+
+def synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def random_data(config: dict[str, Any]) -> Any:
+    """A TaskData of random tokens, as train.py's language-model data (no test split, as tiny-shakespeare)."""
+    import numpy as np
+
+    from rnnexp.data import StreamLoader, TBPTTBatches
+    from rnnexp.tasks.base import TaskData
+    from rnnexp.tokenizers import vocab_from_symbols
+
+    rng = np.random.default_rng(0)
+    vocab = vocab_from_symbols(config["tokenizer"], list(ALPHABET))
+    batch_size, unroll = config["batch_size"], config["unroll"]
+    return TaskData(vocab,
+                    StreamLoader(TBPTTBatches(rng.integers(0, 65, TRAIN_TOKENS, dtype=np.uint8), batch_size, unroll)),
+                    StreamLoader(TBPTTBatches(rng.integers(0, 65, VALID_TOKENS, dtype=np.uint8), batch_size, unroll,
+                                              "validation")))
+
+
+class PlainLoop:
+    """The loop a PyTorch user would write, one step at a time: `step()` trains on the next batch,
+    `validate()` runs over the validation batches that train.py's validation runs over."""
+
+    def __init__(self, config: dict[str, Any], data: Any) -> None:
+        import torch
+
+        from rnnexp.model import build_language_model
+        from rnnexp.optim import build_optimizer, build_scheduler
+        from rnnexp.train import choose_precision
+
+        self.config, self.train, self.valid = config, data.train.batches, data.valid.batches
+        self.model = build_language_model(len(data.vocab), config["cell"], config["arch"])
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"  # what accelerator="auto" picks
+        self.model.to(self.device)
+        self.optimizer = build_optimizer(self.model.parameters(), config["optim"], config["lr"])
+        self.scheduler = build_scheduler(self.optimizer, config["sched"])
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler = None  # stepped at validations only: nothing per step
+        trainer = config["trainer"]
+        self.bf16 = choose_precision(str(trainer["precision"]), trainer["accelerator"]) == "bf16-mixed"
+        limit = trainer.get("limit_val_batches")
+        self.n_valid = len(self.valid) if limit is None else int(limit) if isinstance(limit, int) \
+            else int(len(self.valid) * limit)
+        self.state, self.k = None, 0
+
+    def step(self) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        from rnnexp.tasks.base import detach_state
+
+        if self.k % len(self.train) == 0:
+            self.state = None  # a new epoch starts every stream over
+        inputs, targets = (t.to(self.device) for t in self.train[self.k % len(self.train)])
+        self.k += 1
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+            logits, state = self.model(inputs, self.state)
+            self.state = detach_state(state)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config["clip"]:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config["clip"])
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def validate(self) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        self.model.eval()
+        nll, state = torch.zeros((), device=self.device, dtype=torch.float64), None
+        with torch.no_grad(), torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+            for j in range(self.n_valid):
+                inputs, targets = (t.to(self.device) for t in self.valid[j])
+                logits, state = self.model(inputs, state)
+                nll += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        self.model.train()
+        return float(nll)  # the user reads the number
+
+
+def lockstep(plain: PlainLoop, warmup: int, steps: int, every: int, cpu: bool) -> Any:
+    """A callback that times train.py's steps [warmup, warmup + steps) and then stops the run;
+    after each of them the plain loop takes its step (and validates where train.py will), timed
+    apart. cpu: CPU time, the process's for the window (all threads: the progress bar draws in
+    one of its own), the main thread's for the plain loop."""
+    import pytorch_lightning as pl
+
+    total_clock = time.process_time if cpu else time.perf_counter
+    plain_clock = time.thread_time if cpu else time.perf_counter
+
+    class Lockstep(pl.Callback):
+        total = plain_seconds = math.nan
+
+        def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+            if trainer.global_step == warmup:
+                synchronize()
+                self.start, self.plain_seconds = total_clock(), 0.0
+            elif trainer.global_step == warmup + steps:
+                synchronize()
+                self.total = total_clock() - self.start
+                raise WindowDone
+
+        def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+            synchronize()
+            start = plain_clock()
+            plain.step()
+            if every and trainer.global_step % every == 0:
+                plain.validate()
+            synchronize()
+            if trainer.global_step > warmup:
+                self.plain_seconds += plain_clock() - start
+
+    return Lockstep()
+
+
+def rnnexp_run(cfg: Any, data: Any, callback: Any) -> None:
+    """train.py's run (rnnexp.train.build, then fit), with `callback` added, until it stops the run."""
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    from rnnexp.train import build
+
+    trainer, task, data, ckpt_path = build(cfg, data)
+    for bar in trainer.callbacks:
+        if isinstance(bar, RichProgressBar):  # drawn as on a terminal, where nobody sees it
+            bar._console_kwargs = {"force_terminal": True, "file": open(os.devnull, "w"), "width": 120}  # noqa: SIM115
+    trainer.callbacks.append(callback)
+    try:
+        trainer.fit(task, data.train, data.valid, ckpt_path=ckpt_path, weights_only=True)
+    except WindowDone:
+        pass
+
+
+def bare_run(config: dict[str, Any], data: Any, callback: Any) -> None:
+    """A minimal LightningModule under a bare Trainer (Lightning's defaults; no logger, callbacks or
+    validation; the same model, optimizer, schedule, clipping and precision): Lightning's own cost."""
+    import pytorch_lightning as pl
     import torch
     import torch.nn.functional as F
 
     from rnnexp.model import build_language_model
     from rnnexp.optim import build_optimizer, build_scheduler
     from rnnexp.tasks.base import detach_state
-
-    cell, arch = config["cell"], config["arch"]
-    model = build_language_model(vocab_size, cell, arch)
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # what accelerator="auto" picks
-    model.to(device)
-    optimizer = build_optimizer(model.parameters(), config["optim"], config["lr"])
-    scheduler = build_scheduler(optimizer, config["sched"])
-    bf16 = config["trainer"]["precision"] == "bf16-mixed"
-    state, start = None, 0.0
-    for step in range(steps + 5):
-        if step == 5:
-            start = time.perf_counter()
-        inputs, targets = (t.to(device) for t in batches[step % len(batches)])
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            logits, state = model(inputs, state)
-            state = detach_state(state)
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config["clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config["clip"])
-        optimizer.step()
-        if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step()  # a plateau schedule waits for validations, which this loop has none of
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def framework(config: dict, vocab: list[str], batches, steps: int, run_dir: str) -> float:
-    """rnnexp's LanguageModelTask under a Lightning Trainer, logging as `train.py` does."""
-    import pytorch_lightning as pl
-    import torch
-    from pytorch_lightning.loggers import TensorBoardLogger
-
-    from rnnexp.data import StreamLoader
-    from rnnexp.tasks.language_model import LanguageModelTask
-
-    class Clock(pl.Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == 5:
-                self.start = time.perf_counter()
-
-        def on_train_end(self, trainer, pl_module):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            self.seconds = time.perf_counter() - self.start
-
-    clock = Clock()
-    trainer = pl.Trainer(
-        max_steps=steps + 5, accelerator="auto", devices=1, gradient_clip_val=config["clip"] or None,
-        log_every_n_steps=config["trainer"]["log_every_n_steps"], precision=config["trainer"]["precision"],
-        logger=TensorBoardLogger(run_dir, name="", version=""), callbacks=[clock], limit_val_batches=0,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )
-    trainer.fit(LanguageModelTask(config, vocab), StreamLoader(batches))
-    return clock.seconds
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=3)
-    args, overrides = parser.parse_known_args()
-
-    import logging
-
-    import numpy as np
-    import torch
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from rnnexp.data import TBPTTBatches
     from rnnexp.train import choose_precision
 
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    with tempfile.TemporaryDirectory() as run_dir:
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = compose("train", overrides=[f"run_dir={run_dir}", *overrides])
-        config = OmegaConf.to_container(cfg, resolve=True)
-        trainer_cfg = config["trainer"]
-        trainer_cfg["precision"] = choose_precision(str(trainer_cfg["precision"]), trainer_cfg["accelerator"])
-        # Speed does not depend on what the tokens say: random ones, as many symbols as tiny-shakespeare has.
-        vocab = [chr(ord("!") + i) for i in range(65)]
-        stream = np.random.default_rng(0).integers(0, len(vocab), 1_000_000, dtype=np.uint8)
-        batches = TBPTTBatches(stream, config["batch_size"], config["unroll"])
-        tokens = args.steps * config["batch_size"] * config["unroll"]
-        plain, ours = [], []
+    class Bare(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = build_language_model(len(data.vocab), config["cell"], config["arch"])
+            self.state = None
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            inputs, targets = batch
+            logits, state = self.model(inputs, None if batch_idx == 0 else self.state)
+            self.state = detach_state(state)
+            return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+        def configure_optimizers(self) -> Any:
+            optimizer = build_optimizer(self.parameters(), config["optim"], config["lr"])
+            scheduler = build_scheduler(optimizer, config["sched"])
+            if scheduler is None or isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                return optimizer
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    torch.manual_seed(config["seed"])
+    trainer = pl.Trainer(
+        max_steps=config["trainer"]["max_steps"], max_epochs=-1, accelerator="auto", devices=1, logger=False,
+        precision=choose_precision(str(config["trainer"]["precision"]), config["trainer"]["accelerator"]),
+        gradient_clip_val=config["clip"] or None, callbacks=[callback], limit_val_batches=0, num_sanity_val_steps=0,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    try:
+        trainer.fit(Bare(), data.train)
+    except WindowDone:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="default",
+                        help="default: conf/train.yaml's model; short: LSTM H=32, batch 8, unroll 16")
+    parser.add_argument("--steps", type=int, default=500, help="timed steps (500: two validations, one "
+                        "every-500-steps checkpoint and four diagnostics at the defaults)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice)")
+    parser.add_argument("--breakdown", action="store_true", help="also switch each part off in turn")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: CPU time, steadier than wall time on a machine that other work shares; "
+                        "with --threads 1 (torch's other threads would not be counted for the plain loop)")
+    parser.add_argument("--json", help="also write the measured seconds, (rnnexp, plain) per run, to this file")
+    args, overrides = parser.parse_known_args(argv)
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu needs --threads 1")
+
+    import pytorch_lightning  # noqa: F401  (it sets its loggers' levels when imported: before ours)
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from rnnexp.quiet import silence_known_noise
+    from rnnexp.train import resolve
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    silence_known_noise()
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning", "rnnexp"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    never = str(args.warmup + args.steps + 1)
+    variants: list[tuple[str, list[str]]] = [("train.py", [])]
+    if args.breakdown:
+        variants += [(f"without {name}", [o.replace("NEVER", never) for o in extra]) for name, extra in PARTS]
+        all_off = [o for _, extra in variants[1:] for o in extra]
+        variants += [("all of the above off", all_off), (BARE, all_off)]  # the bare run's plain loop: no validation
+    # The model summary is printed once, before the timed steps: left out to keep the output short.
+    base = [*SIZES[args.size], "+trainer.enable_model_summary=false", *overrides,
+            f"trainer.max_steps={args.warmup + args.steps + 1}"]
+
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}  # (rnnexp, plain) pairs
+    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(REPO / "conf"),
+                                                                        version_base="1.3"):
+        configs = {name: compose("train", overrides=[f"run_dir={tmp}/run", *base, *extra]) for name, extra in variants}
+        config = resolve(configs["train.py"])
+        data = random_data(config)
+        runs = 0
         for _ in range(args.repeats):
-            torch.manual_seed(0)
-            plain.append(plain_loop(config, len(vocab), batches, args.steps))
-            torch.manual_seed(0)
-            ours.append(framework(config, vocab, batches, args.steps, run_dir))
-    cell = config["cell"]
-    print(f"{cell['name']} ({cell['impl']}), H={cell['hidden_size']}, {config['trainer']['precision']}, "
-          f"batch {config['batch_size']}, "
-          f"unroll {config['unroll']}, {args.steps} steps x {args.repeats} repeats, {torch.get_num_threads()} threads")
-    print(f"plain PyTorch loop: {tokens / statistics.median(plain):,.0f} tokens/s (median)")
-    print(f"rnnexp (Lightning): {tokens / statistics.median(ours):,.0f} tokens/s (median)")
-    print(f"rnnexp / plain time ratio: {statistics.median(o / p for o, p in zip(ours, plain, strict=True)):.3f} "
-          "(1.0 = no overhead)")
+            for name, _extra in variants:
+                runs += 1
+                cfg = configs[name]
+                cfg.run_dir = f"{tmp}/run{runs}"  # a new run folder each time, as train.py makes
+                variant = resolve(cfg)
+                every = variant["trainer"]["val_check_interval"]
+                plain = PlainLoop(variant, data)
+                clock = lockstep(plain, args.warmup, args.steps, 0 if name == BARE else every, args.clock == "cpu")
+                bare_run(variant, data, clock) if name == BARE else rnnexp_run(cfg, data, clock)
+                if math.isnan(clock.total):
+                    raise RuntimeError(f"the run ended before step {args.warmup + args.steps}")
+                times[name].append((clock.total - clock.plain_seconds, clock.plain_seconds))
+    if args.json:
+        Path(args.json).write_text(json.dumps(times, indent=1) + "\n", encoding="utf-8")
+    report(args, config, variants, times)
+
+
+def report(args: argparse.Namespace, config: dict[str, Any], variants: list[tuple[str, list[str]]],
+           times: dict[str, list[tuple[float, float]]]) -> None:
+    """The table: each variant's time ratio to its plain loop, and each part's share of the plain time."""
+    import torch
+
+    from rnnexp.train import choose_precision
+
+    cell, trainer = config["cell"], config["trainer"]
+    tokens = args.steps * config["batch_size"] * config["unroll"]
+    full = times["train.py"]
+    plain_full = [p for _, p in full]
+    ratio = {name: statistics.median(o / p for o, p in pairs) for name, pairs in times.items()}
+    # What a variant adds over its plain loop (ratio - 1), in units of the full run's plain time: the
+    # same where both plain loops validate alike, else scaled by their median times.
+    scale = {name: statistics.median(p for _, p in times[name]) / statistics.median(plain_full)
+             if any(o.startswith("trainer.val_check_interval") for o in extra) else 1.0 for name, extra in variants}
+    excess = {name: (ratio[name] - 1) * scale[name] for name in times}
+    print(f"{cell['name']} ({cell['impl']}), H={cell['hidden_size']}, "
+          f"{choose_precision(str(trainer['precision']), trainer['accelerator'])}, batch {config['batch_size']}, "
+          f"unroll {config['unroll']}; {args.steps} timed steps x {args.repeats} repeats, "
+          f"{torch.get_num_threads()} thread(s), {args.clock} clock; validation every "
+          f"{trainer['val_check_interval']} steps")
+    print(f"plain PyTorch loop: {tokens / statistics.median(plain_full):,.0f} tokens/s; "
+          f"train.py: {tokens / statistics.median(o for o, _ in full):,.0f} tokens/s (medians)")
+    print(f"{'':40} {'time ratio':>10} {'share':>7}  (ratios of the repeats)")
+    for name, pairs in times.items():
+        share = "" if name in ("train.py", BARE) else f"{excess['train.py'] - excess[name]:+7.3f}"
+        print(f"{name:40} {ratio[name]:10.3f} {share:>7}  ({' '.join(f'{o / p:.3f}' for o, p in pairs)})")
+    print("time ratio: rnnexp's time / the plain loop's (1.0 = no overhead; median of the repeats); "
+          "share: what the part adds, as a fraction of the plain loop's time")
 
 
 if __name__ == "__main__":

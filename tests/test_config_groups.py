@@ -119,7 +119,7 @@ def test_monitor_auto_follows_the_tasks_main_metric_and_its_direction():
 def test_csv_logger_writes_metrics_beside_tensorboard(tiny_text, tmp_path):
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir, "logger=many"))
-    with open(run_dir / "metrics.csv") as f:
+    with open(run_dir / "csv" / "metrics.csv") as f:  # a folder of its own (conf/logger/csv.yaml)
         rows = list(csv.DictReader(f))
     assert {"train/loss", "val/loss", "lr"} <= set(rows[0])
     assert [r["step"] for r in rows if r["train/loss"]] == ["0", "1", "2", "3"]

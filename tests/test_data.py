@@ -348,5 +348,6 @@ def test_an_interrupted_download_resumes_from_its_partial_file(tmp_path, monkeyp
         path = fetch("toy", tmp_path)
     finally:
         server.shutdown()
+        server.server_close()  # its listening socket (else a ResourceWarning)
     assert requested_ranges == [40000]  # only the missing part was asked for
     assert path.read_bytes() == content and not (tmp_path / "corpus.bin.part").exists()

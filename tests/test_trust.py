@@ -133,6 +133,9 @@ def test_a_refused_resume_leaves_the_run_as_it_was(finished_run, tmp_path):
     assert snapshot(run_dir) == before and not (run_dir / ".hydra" / "resumes").exists()
 
 
+# Lightning's warnings about what this test asks for on purpose: the legacy `precision=16`, fp16 on a CPU.
+@pytest.mark.filterwarnings("ignore:`precision=16` is supported for historical reasons:UserWarning")
+@pytest.mark.filterwarnings("ignore:You passed .* but AMP with fp16 is not supported on CPU:UserWarning")
 def test_hparams_list_the_trainer_settings_actually_used(tiny_text, tmp_path):
     """`precision=16` runs as bf16-mixed on a CPU; the HParams tab says what ran, not what was asked."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

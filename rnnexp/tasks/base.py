@@ -1,5 +1,5 @@
-"""What every task shares (`Task`): logging every N steps without host syncs in between, pre-clip
-gradient norms, the NaN guard, the HParams metrics, checkpoint extras, the optimizer and schedule.
+"""What every task shares (`Task`): logging every N steps without host syncs in between, gradient
+norms before and after clipping, the NaN guard, the HParams metrics, checkpoint extras, the optimizer and schedule.
 
 A task is a LightningModule that also loads its own data (`load_data`), so the training entry point
 has no per-task branches. Metrics are gathered on the device and read by the host only every
@@ -49,8 +49,8 @@ class TaskData:
 
 
 class Task(pl.LightningModule):
-    """What every task shares: logging every N steps without host syncs in between, pre-clip
-    gradient norms, the NaN guard, the HParams metrics, checkpoint extras and the optimizer.
+    """What every task shares: logging every N steps without host syncs in between, gradient norms
+    before and after clipping, the NaN guard, the HParams metrics, checkpoint extras and the optimizer.
 
     A subclass loads its data (`load_data`), builds `self.model`, computes its loss in
     `training_step` (calling `count_train`), and reports validation through `log_validation`.
@@ -61,6 +61,19 @@ class Task(pl.LightningModule):
 
     # The keys its `data` config may hold (conf/data/*.yaml), checked before training starts.
     data_schema: type[Data] = Data
+    # Attributes set at every step or hook (Lightning sets `_current_fx_name` twice per hook call,
+    # about 40 times a training step) that are never parameters, buffers or submodules: they skip
+    # nn.Module.__setattr__'s checks, which cost about as much as a small tensor op each (see
+    # docs/results.md, the benchmark). A subclass adds its own per-step attributes.
+    plain_attributes = frozenset({"_current_fx_name", "_loss_sum", "_window_steps", "_window_tokens",
+                                  "tokens_trained", "_first_bad_step", "_window_clipped", "_window_updates",
+                                  "_pre_clip"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.plain_attributes:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     @classmethod
     def arch_refusal(cls, arch: str, data: str) -> str | None:
@@ -90,6 +103,7 @@ class Task(pl.LightningModule):
         self.tokens_trained = 0
         # The first step whose loss or gradient was NaN/inf, kept on the device (-1: none yet).
         self._first_bad_step = torch.tensor(-1)
+        self._pre_clip: tuple[Tensor, dict[str, Tensor] | None] | None = None  # this step's, before clipping
         # Host-side numbers for the progress bar, refreshed at logging steps only.
         self.progress_stats: dict[str, float] = {}
         self.sample_text: str | None = None
@@ -203,22 +217,38 @@ class Task(pl.LightningModule):
         return every > 0 and (self.trainer.global_step + 1) % every == 0
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Runs after backward and before clipping, so the gradient norms are the pre-clip ones."""
+        """Runs after backward and before clipping: the pre-clip gradient norms and the NaN guard.
+        What clipping then does is measured in `configure_gradient_clipping`, which logs both."""
+        self._pre_clip = None
         named_grads = [(name, p.grad) for name, p in self.model.named_parameters() if p.grad is not None]
         if not named_grads:
             return
-        if not self._is_log_step():
-            total = torch.nn.utils.get_total_norm([g for _, g in named_grads])
-            self._guard_gradients(total, optimizer)
-            self._count_clipping(total)
-            return
-        norms = {f"grad_norm/{name}": torch.linalg.vector_norm(grad) for name, grad in named_grads}
-        total = norms["grad_norm/total"] = torch.linalg.vector_norm(torch.stack(list(norms.values())))
+        total = torch.nn.utils.get_total_norm([g for _, g in named_grads])
         self._guard_gradients(total, optimizer)
-        self._count_clipping(total)
+        norms = {f"grad_norm/{name}": torch.linalg.vector_norm(g) for name, g in named_grads} \
+            if self._is_log_step() else None
+        self._pre_clip = (total, norms)
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Lightning's clipping (the Trainer's gradient_clip_val, which is `clip`), then what it did,
+        measured on the device: the total norm of the gradients the optimizer is about to apply
+        (`grad_norm/total_after_clip`), and whether clipping shrank them (`grad_norm/clipped_frac`).
+        At logging steps every value goes to the loggers in one copy to the host."""
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if self._pre_clip is None:  # nothing to apply (a skipped step)
+            return
+        (before, norms), self._pre_clip = self._pre_clip, None
+        if not self.config["clip"] and norms is None:
+            after = before  # clipping is off, and this step is not logged: nothing to measure
+        else:  # the gradients after clipping, as the optimizer will see them
+            after = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        self._count_clipping(before, after)
+        if norms is None:
+            return
         self.raise_if_diverged()
-        clip = self.config["clip"] or math.inf
-        norms["grad_norm/total_after_clip"] = total.clamp(max=clip)
+        norms["grad_norm/total"] = before
+        norms["grad_norm/total_after_clip"] = after
         norms["grad_norm/clipped_frac"] = self._window_clipped / max(self._window_updates, 1)
         train_loss = self.sum_over_ranks(self._loss_sum / max(self._window_steps, 1)) / self.ranks()
         elapsed = time.perf_counter() - self._window_start
@@ -236,11 +266,12 @@ class Task(pl.LightningModule):
         self._report_explosion(self.progress_stats["loss"])
         self._reset_log_window()
 
-    def _count_clipping(self, total_norm: Tensor) -> None:
-        """Count the steps whose gradient norm is clipped (on the device: no host sync)."""
+    def _count_clipping(self, before: Tensor, after: Tensor) -> None:
+        """Count the steps whose gradients clipping shrank (on the device: no host sync). Unclipped
+        gradients are left exactly as they were, so their norm is the same number again."""
         self._window_updates += 1
         if self.config["clip"]:
-            self._window_clipped = self._window_clipped + (total_norm > self.config["clip"])
+            self._window_clipped = self._window_clipped + (after < before)
 
     def _guard_gradients(self, total_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:

@@ -50,6 +50,7 @@ class LanguageModelTask(Task):
     """Next-token prediction over token streams, with the hidden state carried between batches."""
 
     data_schema = CorpusData
+    plain_attributes = Task.plain_attributes | {"train_state", "replay_batch", "val_state", "_val_nll", "_val_tokens"}
 
     @classmethod
     def arch_refusal(cls, arch: str, data: str) -> str | None:

@@ -309,7 +309,8 @@ def _check_target(values: dict[str, Any], section: str, skip_first: bool = False
             source = ", from the top-level lr" if key == "lr" else ""
             raise ConfigError(f"{section}.{key} is set by rnnexp itself{source}")
         if key not in arguments:
-            raise _unknown(f"{section}.{key}", sorted(arguments - set(given)), values["_target_"], target=True)
+            raise _unknown(f"{section}.{key}", sorted((arguments | set(ours)) - set(given)), values["_target_"],
+                           target=True)
     missing = [k for k in required if k not in keys and k not in given]
     if missing:
         raise ConfigError(f"{section} ({values['_target_']}) needs {', '.join(missing)}: "

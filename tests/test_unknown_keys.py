@@ -15,7 +15,7 @@ COMPANIONS = [(), ("data.path=x.txt",), ("arch=seq2seq",), ("arch=seq2seq", "dat
 # Keys that rnnexp itself adds to a `_target_` object (optim.default_lr): refused when misspelt, but
 # the closest-key hint lists only the target's own arguments until rnnexp/config.py's _check_target
 # offers `ours` too. Remove a key from here once its hint names it.
-HINT_AWAITS_FIX = {"optim.default_lr"}
+HINT_AWAITS_FIX: set[str] = set()
 NOT_KEYS = ("name", "_target_", "_partial_")  # what selects an option, not a setting of it
 
 

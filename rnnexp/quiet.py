@@ -1,6 +1,6 @@
 """What a run does not print, and why: one place for every message the project silences or avoids.
 
-Avoided at the source, through Lightning's own settings:
+Avoided at the source (the project's settings, Lightning's extension points):
 - "`Trainer(limit_val_batches=1.0)` was configured so 100% of the batches will be used": Lightning
   says so for an explicit 1.0; conf/trainer/default.yaml leaves the limit null (all batches, silently).
 - "The `srun` command is available on your system but is not used": Lightning's automatic choice of a
@@ -9,9 +9,12 @@ Avoided at the source, through Lightning's own settings:
 - "Total FLOPs: 0" in the model summary, and "Precision bf16-mixed is not supported by the model
   summary": `ModelSummary`, in place of Lightning's, leaves the FLOPs out and sizes the parameters
   as stored (see there).
-- "Checkpoint directory ... exists and is not empty" on a resume into its own run folder, and "The
-  dirpath has changed ..." on a resume into a new one: `expect_resume()` silences them for that
-  resume only (no setting turns them off).
+- "Experiment logs directory ... exists and is not empty" with logger=csv or many: the CSV logger writes
+  in a folder of its own, csv/ (conf/logger/csv.yaml), not in the run folder that Hydra's record fills.
+
+Silenced where this project expects them, for one resume at a time (no setting turns them off):
+"Checkpoint directory ... exists and is not empty" on a resume into its own run folder, and "The
+dirpath has changed ..." on a resume into a new one: `expect_resume()`.
 
 Filtered by text (`silence_known_noise()`, which train.py installs), each narrowly by message,
 category and the module that warns, because no setting turns them off: torch's LeafSpec deprecation

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from rnnexp import schema
-from rnnexp.errors import ConfigError
+from rnnexp.errors import ConfigError, import_object
 
 IMPLS = ("fused", "scratch")
 ACTIVATIONS = ("tanh", "relu")
@@ -217,9 +217,10 @@ def unknown_key_error(key: str, known: list[str], where: str, target: str | None
     if target is None:
         return _unknown(key, known, where)
     try:
-        arguments, _ = accepted_arguments(_import(target), skip_first=key.startswith(("optim.", "sched.")))
-    except Exception:  # a target that does not import is reported when the run checks it
+        function = import_object(target, "_target_")
+    except ConfigError:  # a target that does not import is reported when the run checks it
         return _unknown(key, known, where)
+    arguments, _ = accepted_arguments(function, skip_first=key.startswith(("optim.", "sched.")))
     name = key.rpartition(".")[2]
     if arguments is None or name in arguments:
         return ConfigError(f"{key} is not set in this config; {target} takes it: add it with +{key}=...")
@@ -286,15 +287,9 @@ def validate_components(cfg: dict[str, Any]) -> None:
 def _check_target(values: dict[str, Any], section: str, skip_first: bool = False, ours: tuple = (),
                   given: tuple = ()) -> None:
     """The keys of a `_target_` object must be arguments of its target (or ours); required ones present."""
-    from hydra.utils import get_object
-
     if not isinstance(values, dict) or "_target_" not in values:
         raise ConfigError(f"{section} needs a _target_ (the class or function it builds)")
-    try:
-        target = get_object(values["_target_"])
-    except Exception:
-        raise ConfigError(f"{section}._target_={values['_target_']} cannot be imported: no such class or "
-                          "function") from None
+    target = import_object(values["_target_"], f"{section}._target_")
     if section == "optim":
         import torch
 
@@ -322,12 +317,6 @@ KWARGS_GO_TO = {"pytorch_lightning.loggers.tensorboard.TensorBoardLogger.__init_
                 "torch.utils.tensorboard.SummaryWriter"}
 
 
-def _import(path: str) -> Any:
-    from hydra.utils import get_object
-
-    return get_object(path)
-
-
 def accepted_arguments(target: Any, skip_first: bool = False) -> tuple[set[str] | None, list[str]]:
     """The keyword arguments a class or function takes (None: any, it has **kwargs), and the
     required ones. Our own subclasses that pass **kwargs on are followed to their parents."""
@@ -348,7 +337,7 @@ def accepted_arguments(target: Any, skip_first: bool = False) -> tuple[set[str] 
             return names, required
         passed_on = KWARGS_GO_TO.get(f"{getattr(function, '__module__', '')}.{function.__qualname__}")
         if passed_on is not None:  # e.g. TensorBoardLogger hands **kwargs to SummaryWriter
-            functions[depth + 1:] = [_import(passed_on).__init__]
+            functions[depth + 1:] = [import_object(passed_on, "_target_").__init__]
         elif not getattr(function, "__module__", "").startswith("rnnexp."):
             return None, required  # a library's **kwargs: anything may be meant
     return None, required
@@ -382,14 +371,8 @@ def _validate_cell(cell: dict[str, Any]) -> None:
 def _check_custom_cell(target: str, hidden_size: int) -> None:
     """A custom cell must import, build as cls(input_size, hidden_size), and step (x, h) -> h."""
     import torch
-    from hydra.utils import get_object
 
-    try:
-        cls = get_object(target)
-    except Exception as e:
-        cause = e.__cause__ or e  # Hydra wraps the import error: show the user's own
-        raise ConfigError(f"cell._target_={target} cannot be imported ({type(cause).__name__}: "
-                          f"{str(cause).splitlines()[0] if str(cause) else ''})") from None
+    cls = import_object(target, "cell._target_")
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise ConfigError(f"cell._target_={target} is not a torch.nn.Module class")
     try:

@@ -27,6 +27,19 @@ class TrainingDiverged(RnnexpError):
     """The loss or a gradient became NaN or infinite."""
 
 
+def import_object(path: str, setting: str) -> object:
+    """The class or function an import path names (`torch.optim.AdamW`), or a ConfigError that names
+    the setting and the import's own error (without Hydra's get_object, which logs it as well)."""
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(f"{setting}={path} cannot be imported ({type(e).__name__}: {reason})") from None
+
+
 class RunStopped(Exception):  # noqa: N818 (not an error: the user asked for it)
     """Training ended by a signal, after saving (`checkpoint`) or with nothing to save (`why`)."""
 

@@ -1,9 +1,11 @@
 """Every bad input gets one clear line and a non-zero exit before any training, and leaves no run folder.
 
-Each case runs `train.py` (and, for checkpoints, `scripts/sample.py`) as a user would, in a fresh
-working directory."""
+Every case's line is checked in-process (the config composed as train.py composes it, then built as
+train.py builds it); a case of each kind runs `train.py` itself, as a user would, in a fresh working
+directory: one line on stderr, exit status 2, no run folder. `scripts/sample.py` is run the same way."""
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnexp.train import train
-from tests.helpers import REPO, TINY_MODEL, make_text, tiny_run_config
+from rnnexp.errors import RnnexpError
+from rnnexp.train import build, train
+from tests.helpers import REPO, TINY_MODEL, compose_config, make_text, tiny_run_config
 
 
 class Payload:
@@ -115,8 +118,6 @@ CASES = [
     # Keys that nothing reads are refused, with the closest real key.
     ([*TRAIN, "+unrol=40"], 2, "error: unknown key 'unrol'; did you mean 'unroll'?"),
     ([*TRAIN, "+cell.hiden_size=40"], 2, "error: unknown key 'cell.hiden_size'; did you mean 'cell.hidden_size'?"),
-    ([*TRAIN, "+cell.activation=relu"], 2, "error: unknown key 'cell.activation'; cell=lstm has: name, impl, "
-     "hidden_size"),
     ([*TRAIN, "+cell._target_=torch.nn.GRUCell"], 2, "error: unknown key 'cell._target_'"),
     ([*TRAIN, "+guard.on_nan=skip"], 2, "error: unknown key 'guard.on_nan'; did you mean 'guard.on_nonfinite'?"),
     ([*TRAIN, "+trainer.max_step=5"], 2, "error: unknown key 'trainer.max_step'; did you mean 'trainer.max_steps'?"),
@@ -126,7 +127,7 @@ CASES = [
     # Optimizers and schedules: unknown names, targets, keys; schedules that cannot work.
     ([*TRAIN, "optim=adagrad"], 2, "error: optim=adagrad does not exist (no optim/adagrad.yaml in conf/ or the "
      "search path); the options are adam, adamw, "),
-    ([*TRAIN, "-m", "sched=none,step"], 2, "error: sched=step does not exist (no sched/step.yaml in conf/ or the "
+    (["-m", *TRAIN, "sched=none,step"], 2, "error: sched=step does not exist (no sched/step.yaml in conf/ or the "
      "search path); the options are cosine, "),
     ([*TRAIN, "data.path={root}/other_vocab.txt", "ckpt_path={good}"], 2,
      "this run differs: data.path={root}/other_vocab.txt (checkpoint: {root}/text.txt)"),
@@ -147,7 +148,8 @@ CASES = [
     ([*TRAIN, "+logger.tensorboard.flush_sec=5"], 2,
      "error: unknown key 'logger.tensorboard.flush_sec'; did you mean 'logger.tensorboard.flush_secs'?"),
     ([*TRAIN, "optim._target_=torch.optim.Adamm"], 2,
-     "error: optim._target_=torch.optim.Adamm cannot be imported: no such class or function"),
+     "error: optim._target_=torch.optim.Adamm cannot be imported (AttributeError: module 'torch.optim' has no "
+     "attribute 'Adamm')"),
     ([*TRAIN, "optim._target_=torch.nn.Linear"], 2,
      "error: optim._target_=torch.nn.Linear is not a torch.optim.Optimizer"),
     ([*TRAIN, "optim._target_=torch.optim.Adagrad"], 2,
@@ -164,18 +166,59 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("overrides,code,message", CASES, ids=[" ".join(c[0][-1:]) for c in CASES])
-def test_train_refuses_bad_input(files, tmp_path, overrides, code, message):
+# The command line itself, for one case of each kind: Hydra's own errors (an option that does not
+# exist, in a run and in a sweep), the config checks without and with torch, data, checkpoints, resumes.
+COMMAND_LINE = ["cell=transformer", "sched=none,step", "unroll=0", "+unrol=40", "cell.name=lstmm",
+                "data.path={root}/missing.txt", "ckpt_path={root}/tampered.ckpt", "trainer.max_steps=4"]
+
+
+def refusal(overrides: list[str], run_dir: Path) -> str:
+    """The line train.py prints for these overrides, found in-process: Hydra's composition errors as
+    rnnexp.hydra_errors words them, then every check train.py makes before it trains."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    from rnnexp.hydra_errors import missing_option, unknown_key
+
+    try:
+        cfg = compose_config(*overrides, f"run_dir={run_dir}")
+    except MissingConfigException as e:
+        return f"error: {missing_option(e)}"
+    except ConfigCompositionException as e:
+        return f"error: {unknown_key(e)}"
+    with pytest.raises(RnnexpError) as refused:  # anything else would be a traceback: a bug
+        build(cfg)
+    return f"error: {refused.value}"
+
+
+@pytest.mark.parametrize("overrides,code,message", [c for c in CASES if "-m" not in c[0]],
+                         ids=[" ".join(c[0][-1:]) for c in CASES if "-m" not in c[0]])
+def test_train_refuses_bad_input(files, tmp_path, monkeypatch, caplog, overrides, code, message):
+    fill = {k: str(v) for k, v in files.items()}
+    monkeypatch.chdir(tmp_path)  # ckpt_path=last looks under ./outputs
+    line = refusal([o.format(**fill) for o in overrides], tmp_path / "run")
+    assert message.format(**fill) in line and "\n" not in line
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]  # the line alone
+    run = tmp_path / "run"
+    assert not (run / "checkpoints").exists() and not list(run.glob("events.out.*"))  # nothing like a result
+    assert not (files["root"] / "pwned").exists()  # and no code from a checkpoint ever ran
+
+
+@pytest.mark.parametrize("overrides,code,message", [c for c in CASES if c[0][-1] in COMMAND_LINE],
+                         ids=[c[0][-1] for c in CASES if c[0][-1] in COMMAND_LINE])
+def test_the_command_line_says_it_in_one_line_and_leaves_no_folder(files, tmp_path, overrides, code, message):
     fill = {k: str(v) for k, v in files.items()}
     result = run("train.py", *(o.format(**fill) for o in overrides), cwd=tmp_path)
     assert result.returncode == code, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
-    if code == 2:
-        assert len(lines) == 1, result.stderr[-2000:]  # one line, no traceback
-    assert any(message.format(**fill) in line for line in lines), result.stderr[-2000:]
-    runs = tmp_path / "outputs" / "runs"
-    assert not runs.exists() or not any(runs.iterdir())  # nothing that looks like a result
-    assert not (files["root"] / "pwned").exists()  # and no code from a checkpoint ever ran
+    assert len(lines) == 1, result.stderr[-2000:]  # one line, no traceback
+    assert message.format(**fill) in lines[0], result.stderr[-2000:]
+    # no run folder, not even an empty outputs/runs/ (a sweep's folder keeps Hydra's multirun.yaml)
+    assert [p.name for p in tmp_path.glob("outputs/**/*") if p.is_file()] in ([], ["multirun.yaml"])
+    assert not (files["root"] / "pwned").exists()
+
+
+def test_every_command_line_case_is_a_case():
+    assert len([c for c in CASES if c[0][-1] in COMMAND_LINE]) == len(COMMAND_LINE)
 
 
 SAMPLE_CASES = [
@@ -187,15 +230,23 @@ SAMPLE_CASES = [
 ]
 
 
+def run_sample_script(*args: str, monkeypatch, capsys) -> tuple[int, str]:
+    """scripts/sample.py run in this process, as `python scripts/sample.py ARGS` runs it: (exit status, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["scripts/sample.py", *args])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(REPO / "scripts" / "sample.py"), run_name="__main__")
+    return exited.value.code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("checkpoint,message", SAMPLE_CASES, ids=[c[0] for c in SAMPLE_CASES])
-def test_sample_script_gives_the_same_errors(files, tmp_path, checkpoint, message):
+def test_sample_script_gives_the_same_errors(files, monkeypatch, capsys, checkpoint, message):
     fill = {k: str(v) for k, v in files.items()}
-    result = run("scripts/sample.py", checkpoint.format(**fill), cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith(message.format(**fill)) and "\n" not in result.stderr.strip()
+    code, stderr = run_sample_script(checkpoint.format(**fill), monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2
+    assert stderr.strip().startswith(message.format(**fill)) and "\n" not in stderr.strip()
     assert not (files["root"] / "pwned").exists()
 
 
 def test_sample_script_refuses_a_prime_outside_the_vocabulary(files, tmp_path):
-    result = run("scripts/sample.py", str(files["good"]), "--prime", "Ω", cwd=tmp_path)
+    result = run("scripts/sample.py", str(files["good"]), "--prime", "Ω", cwd=tmp_path)  # the script, as users run it
     assert result.returncode == 2 and result.stderr.strip() == "error: character 'Ω' is not in the vocabulary"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rnnexp.checkpoint import load_checkpoint
-from rnnexp.train import resolve, train
+from rnnexp.train import train
 from tests.helpers import REPO, compose_config, read_scalars, tiny_run_config
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
@@ -159,7 +159,7 @@ def test_every_data_option_names_a_task_class_and_checkpoints_load_through_it(ti
     from rnnexp.tasks.base import Task
 
     for data in sorted((REPO / "conf" / "data").glob("*.yaml")):  # every data option names a Task subclass
-        task = task_class(resolve(compose_config(f"data={data.stem}", "run_dir=x")))
+        task = task_class({"data": {"task": compose_config(f"data={data.stem}").data.task}})
         assert issubclass(task, Task), data
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir))

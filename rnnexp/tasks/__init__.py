@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rnnexp.errors import CheckpointError, ConfigError
+from rnnexp.errors import CheckpointError, ConfigError, import_object
 
 if TYPE_CHECKING:
     from rnnexp.tasks.base import Task
@@ -18,18 +18,11 @@ if TYPE_CHECKING:
 
 def task_class(config: dict[str, Any]) -> type[Task]:
     """The task class a config's `data.task` names (an import path)."""
-    from hydra.utils import get_class
-
     from rnnexp.tasks.base import Task
 
     path = config["data"]["task"]
-    try:
-        cls = get_class(path)
-    except Exception as e:
-        cause = e.__cause__ or e  # Hydra wraps the import error: show the user's own
-        raise ConfigError(f"data.task={path} cannot be imported ({type(cause).__name__}: "
-                          f"{str(cause).splitlines()[0] if str(cause) else ''})") from None
-    if not issubclass(cls, Task):
+    cls = import_object(path, "data.task")
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise ConfigError(f"data.task={path} is not a rnnexp.tasks.base.Task subclass")
     return cls
 

@@ -5,7 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_text
+# `make test` runs a pytest-xdist worker per core: each worker, and every process it starts, computes
+# on one thread, rather than each spinning a thread per core against the others. Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from tests.helpers import make_text  # noqa: E402 (torch loads here)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -19,3 +23,10 @@ def tiny_text(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"
     path.write_text(make_text(), encoding="utf-8")
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (the order is otherwise kept): one started last would leave its worker
+    running alone at the end of `make test`."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+

@@ -5,7 +5,6 @@ train.py builds it); a case of each kind runs `train.py` itself, as a user would
 directory: one line on stderr, exit status 2, no run folder. `scripts/sample.py` is run the same way."""
 
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 
 from rnnexp.errors import RnnexpError
 from rnnexp.train import build, train
-from tests.helpers import REPO, TINY_MODEL, compose_config, make_text, tiny_run_config
+from tests.helpers import REPO, TINY_MODEL, compose_config, make_text, run_script_in_process, tiny_run_config
 
 
 class Payload:
@@ -230,20 +229,12 @@ SAMPLE_CASES = [
 ]
 
 
-def run_sample_script(*args: str, monkeypatch, capsys) -> tuple[int, str]:
-    """scripts/sample.py run in this process, as `python scripts/sample.py ARGS` runs it: (exit status, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["scripts/sample.py", *args])
-    with pytest.raises(SystemExit) as exited:
-        runpy.run_path(str(REPO / "scripts" / "sample.py"), run_name="__main__")
-    return exited.value.code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("checkpoint,message", SAMPLE_CASES, ids=[c[0] for c in SAMPLE_CASES])
-def test_sample_script_gives_the_same_errors(files, monkeypatch, capsys, checkpoint, message):
+def test_sample_script_gives_the_same_errors(files, checkpoint, message):
     fill = {k: str(v) for k, v in files.items()}
-    code, stderr = run_sample_script(checkpoint.format(**fill), monkeypatch=monkeypatch, capsys=capsys)
-    assert code == 2
-    assert stderr.strip().startswith(message.format(**fill)) and "\n" not in stderr.strip()
+    result = run_script_in_process("sample.py", checkpoint.format(**fill))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message.format(**fill)) and "\n" not in result.stderr.strip()
     assert not (files["root"] / "pwned").exists()
 
 

@@ -10,12 +10,11 @@ import torch
 
 from rnnexp.checkpoint import load_checkpoint
 from rnnexp.train import train
-from tests.helpers import REPO, read_scalars, tiny_run_config, tiny_seq2seq_config
+from tests.helpers import REPO, read_scalars, run_script_in_process, tiny_run_config, tiny_seq2seq_config
 
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, f"scripts/{script}", *args], cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
+    result = run_script_in_process(script, *args)  # the command line itself: tests/test_cli.py
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -77,7 +76,9 @@ def test_the_test_split_is_measured_at_the_end_and_by_evaluate_py_alike(trained)
     measured = json.loads(run_script("evaluate.py", str(run_dir), "--json", "-").stdout)
     assert measured["split"] == "test" and measured["loss"] == pytest.approx(logged[0][1], rel=1e-4)
     assert measured["bpc"] == pytest.approx(measured["loss"] / math.log(2), rel=1e-6)
-    assert "| loss |" in run_script("evaluate.py", str(run_dir), "--split", "valid").stdout
+    command = subprocess.run([sys.executable, "scripts/evaluate.py", str(run_dir), "--split", "valid"], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)  # the command line, as users run it
+    assert command.returncode == 0 and "| loss |" in command.stdout, command.stderr[-3000:]
 
 
 def test_sampling_is_seeded_and_takes_top_k_and_greedy(trained):

@@ -190,18 +190,25 @@ def _encode_into(cached: Path, sources: dict[str, tuple[Path, str | None]], data
 
 class TBPTTBatches:
     """Item k is `(inputs, targets)`, each `(unroll, batch_size)` (sequence-first); targets are the
-    inputs shifted by one token, and item k+1 continues item k in every column."""
+    inputs shifted by one token, and item k+1 continues item k in every column.
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, unroll: int, split: str = "train") -> None:
+    With `windows_per_batch=K` an item holds K consecutive windows (K * unroll steps; the last item
+    what is left of them): validation and test run each window in turn inside one batch, which saves
+    K - 1 of Lightning's per-batch costs and measures the very same windows."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, unroll: int, split: str = "train",
+                 windows_per_batch: int = 1) -> None:
         stream_len = len(tokens) // batch_size
         self.unroll = unroll
-        self.num_batches = (stream_len - 1) // unroll  # every window needs one more token for its targets
-        if self.num_batches < 1:
+        self.num_windows = (stream_len - 1) // unroll  # every window needs one more token for its targets
+        if self.num_windows < 1:
             need = batch_size * (unroll + 1)
             raise DataError(
                 f"the {split} split has {len(tokens)} tokens, too few for batch_size={batch_size} x "
                 f"unroll={unroll}: it needs at least {need}"
             )
+        self.windows_per_batch = windows_per_batch
+        self.num_batches = -(-self.num_windows // windows_per_batch)
         # Row b is stream b, the b-th contiguous piece of the corpus: a view, no copy (the tokens
         # may be a memory-mapped file); each batch copies only its own window.
         self.streams = np.asarray(tokens[: stream_len * batch_size]).reshape(batch_size, stream_len)
@@ -214,8 +221,9 @@ class TBPTTBatches:
 
     def window(self, k: int, streams: slice = slice(None)) -> tuple[Tensor, Tensor]:
         """Batch k of the chosen streams (rows), by default of all of them."""
-        start = k * self.unroll
-        window = self.streams[streams, start : start + self.unroll + 1]
+        start = k * self.windows_per_batch * self.unroll
+        end = min((k + 1) * self.windows_per_batch, self.num_windows) * self.unroll
+        window = self.streams[streams, start : end + 1]
         window = torch.from_numpy(np.ascontiguousarray(window.T)).long()
         return window[:-1], window[1:]
 

@@ -144,10 +144,11 @@ class PlainLoop:
         self.model.eval()
         nll, state = torch.zeros((), device=self.device, dtype=torch.float64), None
         with torch.no_grad(), torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
-            for j in range(self.n_valid):
-                inputs, targets = (t.to(self.device) for t in self.valid[j])
-                logits, state = self.model(inputs, state)
-                nll += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+            for j in range(self.n_valid):  # each batch: several unroll windows, one after the other
+                for inputs, targets in zip(*(t.to(self.device).split(self.config["unroll"]) for t in self.valid[j]),
+                                           strict=True):
+                    logits, state = self.model(inputs, state)
+                    nll += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
         self.model.train()
         return float(nll)  # the user reads the number
 

@@ -70,6 +70,28 @@ def test_consecutive_batches_continue_each_stream_and_targets_are_shifted_inputs
             assert torch.equal(x[0], batches[k - 1][1][-1])
 
 
+def test_evaluation_batches_hold_the_training_windows_end_to_end_and_score_the_same(tiny_text):
+    tokens = (np.arange(203) % 251).astype(np.uint8)
+    one, five = TBPTTBatches(tokens, 4, unroll=6), TBPTTBatches(tokens, 4, unroll=6, windows_per_batch=5)
+    assert len(one) == 8 and [len(five[k][0]) for k in range(len(five))] == [30, 18]  # 5 windows, then the 3 left
+    for side in (0, 1):  # the same windows, inputs and targets, none dropped and none added
+        assert torch.equal(torch.cat([five[k][side] for k in range(len(five))]),
+                           torch.cat([one[k][side] for k in range(len(one))]))
+    ragged = TBPTTBatches(tokens, 4, unroll=6, windows_per_batch=3)
+    assert [len(ragged[k][0]) for k in range(len(ragged))] == [18, 18, 12]
+    # A task validates a batch of several windows as it would validate each window on its own.
+    from rnnexp.data import StreamLoader
+    from rnnexp.tasks.language_model import LanguageModelTask
+    from rnnexp.train import resolve
+    from tests.helpers import tiny_run_config
+
+    config = resolve(tiny_run_config(tiny_text, tiny_text.parent / "run", "unroll=6"))
+    torch.manual_seed(0)
+    task = LanguageModelTask(config, [chr(i) for i in range(251)])
+    scores = [task.evaluate(StreamLoader(batches)) for batches in (one, ragged)]
+    assert scores[0]["loss"] == pytest.approx(scores[1]["loss"], rel=1e-6)
+
+
 def test_too_small_corpus_says_how_large_it_must_be():
     with pytest.raises(DataError, match=r"too few for batch_size=8 x unroll=10: it needs at least 88"):
         TBPTTBatches(np.zeros(50, dtype=np.uint8), batch_size=8, unroll=10, split="train")

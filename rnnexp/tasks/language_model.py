@@ -28,6 +28,9 @@ from rnnexp.tasks.base import Task, TaskData, apply_to_state, detach_state
 from rnnexp.tokenizers import Vocab, vocab_from_symbols
 
 log = logging.getLogger("rnnexp")
+# Validation and test batches span this many time steps (unroll windows, each run in turn, as training
+# runs them): Lightning's cost per batch, about as much as a short step's own, is paid once per span.
+EVAL_STEPS_PER_BATCH = 256
 
 
 @dataclass
@@ -66,9 +69,11 @@ class LanguageModelTask(Task):
         # no worker processes either: a batch is a slice of a tensor.
         batch_size, unroll = config["batch_size"], config["unroll"]
         has_test = len(corpus.test) > batch_size * (unroll + 1)  # a split that can fill one batch
+        per_batch = max(1, EVAL_STEPS_PER_BATCH // unroll)
         return TaskData(corpus.vocab, StreamLoader(TBPTTBatches(corpus.train, batch_size, unroll, "train")),
-                        StreamLoader(TBPTTBatches(corpus.valid, batch_size, unroll, "validation")),
-                        StreamLoader(TBPTTBatches(corpus.test, batch_size, unroll, "test")) if has_test else None)
+                        StreamLoader(TBPTTBatches(corpus.valid, batch_size, unroll, "validation", per_batch)),
+                        StreamLoader(TBPTTBatches(corpus.test, batch_size, unroll, "test", per_batch))
+                        if has_test else None)
 
     def __init__(self, config: dict[str, Any], vocab: list) -> None:
         super().__init__(config, vocab)
@@ -123,10 +128,11 @@ class LanguageModelTask(Task):
         self._val_tokens = 0
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        inputs, targets = batch
-        logits, self.val_state = self.model(inputs, self.val_state)
-        self._val_nll += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
-        self._val_tokens += targets.numel()
+        unroll = self.config["unroll"]  # a batch holds several windows: each is run as training runs one
+        for inputs, targets in zip(batch[0].split(unroll), batch[1].split(unroll), strict=True):
+            logits, self.val_state = self.model(inputs, self.val_state)
+            self._val_nll += F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+            self._val_tokens += targets.numel()
 
     def validation_metrics(self) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         # Under DDP each process scored its share of the streams: the sums are taken over all of them.

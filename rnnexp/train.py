@@ -111,6 +111,7 @@ def build(cfg: DictConfig, data: Any = None) -> tuple[Any, Any, Any, Path | None
             # TensorBoard drops what an interrupted run logged after the checkpoint's step.
             purge_step = checkpoint["global_step"]
             task.continues_run = True
+            after_earlier_event_files(run_dir)
         expect_resume(ckpt_path, task.continues_run)  # what Lightning says of a resume, expected here
         log.info("resuming from %s at step %d", ckpt_path.resolve(), checkpoint["global_step"])
         del checkpoint
@@ -156,6 +157,18 @@ def build(cfg: DictConfig, data: Any = None) -> tuple[Any, Any, Any, Path | None
     if task.continues_run and trainer.is_global_zero:
         record_resume_overrides(run_dir)
     return trainer, task, data, ckpt_path
+
+
+def after_earlier_event_files(run_dir: Path) -> None:
+    """TensorBoard reads a folder's event files in name order, and a name starts with the second the
+    file was made in, then a per-process counter (which sorts 10 before 9): a resume in the same second
+    as an earlier file (in-process, as in a notebook) waits for the next second, so that its file, and
+    its purge of the steps after the checkpoint, are read last."""
+    import time
+
+    latest = max((int(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")), default=0)
+    while time.time() < latest + 1:
+        time.sleep(0.05)
 
 
 def in_sweep() -> bool:

@@ -186,3 +186,19 @@ def test_an_unreadable_checkpoint_is_named_with_the_first_line_of_why(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(CheckpointError, match=rf"^checkpoint {empty} is corrupt or truncated \(.+\)$"):
         load_checkpoint(empty)
+
+
+def test_a_resume_within_the_second_of_an_earlier_event_file_writes_a_file_that_sorts_after_it(tmp_path):
+    """TensorBoard reads event files in name order (second, host, pid, a counter that sorts 10 before 9):
+    an in-process resume in the same second waits for the next one, so its purge is read last."""
+    import time
+
+    from rnnexp.train import after_earlier_event_files
+
+    now = int(time.time())
+    (tmp_path / f"events.out.tfevents.{now:010d}.host.1.9").write_bytes(b"")
+    after_earlier_event_files(tmp_path)
+    assert time.time() >= now + 1  # a file made now is named with a later second
+    started = time.time()
+    after_earlier_event_files(tmp_path / "no_events_here")
+    assert time.time() - started < 0.5  # and nothing to wait for without earlier files

@@ -3,6 +3,7 @@ and RunStopped, the end of a run that a signal stopped (rnnexp/stopping.py)."""
 
 from __future__ import annotations
 
+import inspect
 import signal
 from pathlib import Path
 
@@ -28,16 +29,30 @@ class TrainingDiverged(RnnexpError):
 
 
 def import_object(path: str, setting: str) -> object:
-    """The class or function an import path names (`torch.optim.AdamW`), or a ConfigError that names
-    the setting and the import's own error (without Hydra's get_object, which logs it as well)."""
+    """The object an import path names (`torch.optim.AdamW`, `package.Class.method`), as Hydra's
+    `_target_` finds it, or a ConfigError that names the setting and the import's own error (Hydra's
+    get_object would also log it, a second report of the same thing)."""
     import importlib
 
-    module, _, name = path.rpartition(".")
+    parts = path.split(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        found = importlib.import_module(parts[0])
+        for depth, part in enumerate(parts[1:], start=2):
+            if hasattr(found, part):
+                found = getattr(found, part)
+            elif inspect.ismodule(found):  # a submodule not imported yet
+                try:
+                    found = importlib.import_module(".".join(parts[:depth]))
+                except ModuleNotFoundError as e:
+                    if e.name != ".".join(parts[:depth]) or depth < len(parts):
+                        raise  # a module that fails to import (its own error), or a missing module on the way
+                    raise AttributeError(f"module '{found.__name__}' has no attribute '{part}'") from None
+            else:
+                raise AttributeError(f"{'.'.join(parts[:depth - 1])} has no attribute '{part}'")
     except (ImportError, AttributeError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else ""
         raise ConfigError(f"{setting}={path} cannot be imported ({type(e).__name__}: {reason})") from None
+    return found
 
 
 class RunStopped(Exception):  # noqa: N818 (not an error: the user asked for it)

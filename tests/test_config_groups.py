@@ -222,3 +222,16 @@ def test_scripts_depend_on_the_package_only():
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not any(m == "tests" or m.startswith("tests.") for m in imported), script.name
+
+
+def test_targets_import_as_hydra_finds_them_and_a_missing_one_is_named_once():
+    from rnnexp.errors import ConfigError, import_object
+
+    assert import_object("torch.optim.lr_scheduler.StepLR", "sched._target_") is torch.optim.lr_scheduler.StepLR
+    assert import_object("torch.nn.LSTM.forward", "x") is torch.nn.LSTM.forward  # a class's attribute, as Hydra
+    for path, reason in (("torch.optim.Adamm", "AttributeError: module 'torch.optim' has no attribute 'Adamm'"),
+                         ("rnnexp.nowhere.Task", "ModuleNotFoundError: No module named 'rnnexp.nowhere'"),
+                         ("torch.nn.LSTM.nope", "AttributeError: torch.nn.LSTM has no attribute 'nope'")):
+        with pytest.raises(ConfigError) as refused:
+            import_object(path, "optim._target_")
+        assert str(refused.value) == f"optim._target_={path} cannot be imported ({reason})"

@@ -95,3 +95,44 @@ def test_combine_only_where_it_is_defined():
         make_rnn("rnn", "fused", 3, 4, combine="concat")
     with pytest.raises(ValueError, match="vanilla rnn cell only"):
         make_rnn("lstm", "scratch", 3, 4, combine="product")
+
+
+GATES = {  # the gates each cell records for the dashboards (docs/dashboards.md: cells/<layer>/<gate>)
+    ("lstm", "standard"): {"input_gate", "forget_gate", "output_gate"},
+    ("lstm", "peephole"): {"input_gate", "forget_gate", "output_gate"},
+    ("lstm", "cifg"): {"forget_gate", "output_gate"},
+    ("lstm", "no_output_gate"): {"input_gate", "forget_gate"},
+    ("lstm", "no_forget_gate"): {"input_gate", "output_gate"},
+    ("gru", "standard"): {"reset_gate", "update_gate"},
+    ("gru", "cho"): {"reset_gate", "update_gate"},
+    ("mgu", "standard"): {"forget_gate"},
+}
+
+
+@pytest.mark.parametrize("cell,variant", sorted(GATES))
+def test_each_cell_records_its_gates_by_the_names_the_dashboards_show(cell, variant):
+    import torch.nn.functional as F
+
+    from rnnexp.cells import CELLS, ScratchCell, has_cell_state, step_function
+
+    assert set(GATES) == {(c, v) for c, kind in CELLS.items() for v in kind.variants if c != "rnn"}
+    torch.manual_seed(0)
+    module = ScratchCell(cell, 3, 4, variant=variant)
+    params = {name: p for name, p in module.named_parameters() if not name.endswith("_ih")}
+    h = torch.randn(2, 4)
+    c = torch.randn(2, 4) if has_cell_state(cell) else None
+    gates: list[dict] = []
+    step_function(cell, variant, params, torch.tanh)(F.linear(torch.randn(2, 3), module.weight_ih, module.bias_ih),
+                                                     h, c, gates)
+    assert len(gates) == 1 and set(gates[0]) == GATES[cell, variant]
+    for value in gates[0].values():  # gate openings, one per unit
+        assert value.shape == (2, 4) and 0 <= value.min() and value.max() <= 1
+
+
+def test_a_scratch_cell_starts_as_torchs_cells_do_uniform_in_plus_minus_one_over_root_h():
+    from rnnexp.cells import make_cell
+
+    torch.manual_seed(0)
+    cell = make_cell("gru", "scratch", 5, 16, variant="standard")
+    values = torch.cat([p.detach().flatten() for p in cell.parameters()])
+    assert values.abs().max() <= 0.25 and values.min() < -0.2 and values.max() > 0.2  # 1/sqrt(16) = 0.25

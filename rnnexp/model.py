@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from hydra.utils import get_class
 from torch import Tensor, nn
 
 from rnnexp.cells import State, has_cell_state, make_cell, make_rnn
+from rnnexp.errors import import_object
 
 
 def split_state(state: State | None, index: slice) -> State | None:
@@ -55,7 +55,7 @@ class ResidualStack(nn.Module):
 def cell_kind(cell: dict[str, Any]) -> dict[str, Any]:
     """The arguments of make_rnn and make_cell that a `cell` config names: which cell, its variant,
     implementation and activation, or the class of a custom cell (`cell._target_`)."""
-    custom = get_class(cell["_target_"]) if cell["name"] == "custom" else None
+    custom = import_object(cell["_target_"], "cell._target_") if cell["name"] == "custom" else None
     return dict(cell=cell["name"], impl=cell["impl"], activation=cell.get("activation", "tanh"),
                 variant=cell.get("variant", "standard"), custom=custom)
 

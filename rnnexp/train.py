@@ -167,8 +167,7 @@ def after_earlier_event_files(run_dir: Path) -> None:
     import time
 
     latest = max((int(p.name.split(".")[3]) for p in run_dir.glob("events.out.tfevents.*")), default=0)
-    while time.time() < latest + 1:
-        time.sleep(0.05)
+    time.sleep(max(0.0, latest + 1 - time.time()))
 
 
 def in_sweep() -> bool:

@@ -95,6 +95,50 @@ def test_evaluation_batches_hold_the_training_windows_end_to_end_and_score_the_s
 def test_too_small_corpus_says_how_large_it_must_be():
     with pytest.raises(DataError, match=r"too few for batch_size=8 x unroll=10: it needs at least 88"):
         TBPTTBatches(np.zeros(50, dtype=np.uint8), batch_size=8, unroll=10, split="train")
+    with pytest.raises(DataError, match=r"^the train split has 5 tokens"):  # the split named by default
+        TBPTTBatches(np.zeros(5, dtype=np.uint8), batch_size=1, unroll=10)
+
+
+@pytest.mark.parametrize(("stream_len", "windows"), [(7, 1), (12, 1), (13, 2), (18, 2), (19, 3)])
+def test_a_stream_of_n_tokens_holds_every_whole_window_that_has_its_next_token(stream_len, windows):
+    """unroll 6: a window needs 7 tokens (6 inputs, the 6 targets shifted by one), the next one 6 more."""
+    batches = TBPTTBatches(np.arange(2 * stream_len, dtype=np.int64) % 251, batch_size=2, unroll=6)
+    assert len(batches) == windows
+    assert batches[windows - 1][1][-1, 0].item() == windows * 6  # the last target is token 6k of stream 0
+
+
+def test_a_single_process_is_rank_0_of_1_and_ranks_share_the_streams_without_overlap():
+    from rnnexp.data import process_rank, streams_of_rank
+
+    assert process_rank() == (0, 1)
+    shares = [streams_of_rank(8, rank, 4) for rank in range(4)]
+    assert [list(range(8))[share] for share in shares] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert streams_of_rank(8, 0, 1) == slice(0, 8)
+    with pytest.raises(DataError, match=r"^batch_size=6 streams cannot be shared by 4 processes: "
+                                        r"give a batch_size divisible by 4$"):
+        streams_of_rank(6, 0, 4)
+
+
+def test_the_stream_loader_resumes_at_the_next_batch_of_the_epoch_and_after_it_at_the_first():
+    from rnnexp.data import StreamLoader
+
+    batches = TBPTTBatches((np.arange(203) % 251).astype(np.uint8), batch_size=4, unroll=6)  # 8 batches
+    every = [x for x, _ in StreamLoader(batches)]
+    loader = StreamLoader(batches)
+    assert loader.state_dict() == {"position": 0}
+    epoch = iter(loader)
+    for _ in range(3):
+        next(epoch)
+    assert loader.state_dict() == {"position": 3}  # what a checkpoint after the third batch keeps
+    resumed = StreamLoader(batches)
+    resumed.load_state_dict(loader.state_dict())
+    rest = [x for x, _ in resumed]
+    assert len(rest) == 5 and all(torch.equal(a, b) for a, b in zip(rest, every[3:], strict=True))
+    assert resumed.state_dict() == {"position": 8}
+    assert len([x for x, _ in resumed]) == 8  # the next epoch starts at the first batch again
+    finished = StreamLoader(batches)
+    finished.load_state_dict({"position": 8})  # saved at the end of an epoch
+    assert torch.equal(next(iter(finished))[0], every[0])
 
 
 # --- tokenizers --------------------------------------------------------------------------------
@@ -125,6 +169,29 @@ def test_text8_normalisation():
 
 
 # --- reading files -----------------------------------------------------------------------------
+
+
+def test_errors_inside_a_zip_name_the_zip_and_its_member(tmp_path):
+    archive = tmp_path / "corpus.zip"
+    archive.write_bytes(zipped({"empty": b"", "latin1": "caf\xe9".encode("latin-1")}))
+    with pytest.raises(DataError, match=f"^zip file {archive} has no member 'text8'$"):
+        read_source(archive, "text8")
+    with pytest.raises(DataError, match=f"^data file {archive}:empty is empty$"):
+        read_source(archive, "empty")
+    with pytest.raises(DataError, match=f"^data file {archive}:latin1 is not UTF-8"):
+        read_source(archive, "latin1")
+
+
+def test_a_text_file_that_is_not_there_or_a_folder_without_its_splits_is_refused(tmp_path):
+    config = {"name": "text_file", "val_fraction": 0.1, "test_fraction": 0.0, "normalize": None}
+    with pytest.raises(DataError, match=f"^data file {tmp_path / 'none.txt'} does not exist$"):
+        load_corpus({**config, "path": str(tmp_path / "none.txt")}, CHAR, tmp_path, tmp_path / "cache")
+    for present in ("train", "valid"):
+        folder = tmp_path / present
+        folder.mkdir()
+        (folder / f"{present}.txt").write_text("some text\n" * 20)
+        with pytest.raises(DataError, match=f"^folder {folder} needs train.txt and valid.txt"):
+            load_corpus({**config, "path": str(folder)}, CHAR, tmp_path, tmp_path / "cache")
 
 
 def test_read_errors_are_clear(tmp_path):
@@ -242,6 +309,64 @@ def test_cache_is_reused_and_invalidated_by_content_or_settings(tmp_path, monkey
     changed = load_corpus(config, CHAR, tmp_path, tmp_path / "cache")
     assert len(encodings) == 4
     assert "f" in changed.vocab.symbols
+
+
+def test_the_cache_is_keyed_by_content_and_settings_not_by_where_the_file_is_or_key_order(tmp_path):
+    from rnnexp.data import cache_key, locate_sources
+
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("the same text\n" * 20)
+    config = {"name": "text_file", "val_fraction": 0.1, "test_fraction": 0.0, "normalize": None}
+    keys = [cache_key(locate_sources(c, tmp_path), c, CHAR) for c in (
+        {**config, "path": str(tmp_path / "a.txt")},
+        {**config, "path": str(tmp_path / "b.txt")},  # a copy elsewhere
+        {"path": str(tmp_path / "a.txt"), **dict(reversed(config.items()))},  # the keys in another order
+        {**config, "path": str(tmp_path / "a.txt"), "folder": "elsewhere"},  # where a download would go
+    )]
+    assert len(set(keys)) == 1
+
+
+def test_an_incomplete_cache_entry_or_a_partial_folder_of_this_process_is_replaced(tmp_path):
+    import os
+
+    from rnnexp.data import cache_key, locate_sources
+
+    path = tmp_path / "t.txt"
+    path.write_text("one two three\n" * 50)
+    config = {"name": "text_file", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.0, "normalize": None}
+    entry = tmp_path / "cache" / cache_key(locate_sources(config, tmp_path), config, CHAR)
+    entry.mkdir(parents=True)
+    (entry / "train.npy").write_bytes(b"torn")  # an attempt killed before it wrote vocab.json
+    partial = entry.with_name(f"{entry.name}.part{os.getpid()}")
+    partial.mkdir()  # an earlier attempt of this very process (a notebook), interrupted
+    corpus = load_corpus(config, CHAR, tmp_path, tmp_path / "cache")
+    assert corpus.vocab.decode(corpus.train) == ("one two three\n" * 50)[:len(corpus.train)]
+    assert sorted(p.name for p in entry.iterdir()) == ["test.npy", "train.npy", "valid.npy", "vocab.json"]
+    assert not partial.exists()
+
+
+def test_a_load_that_waits_for_another_encoding_the_same_corpus_reads_its_cache(tmp_path, monkeypatch):
+    """The double check under the lock: the waiting load finds the entry the first one made."""
+    import threading
+
+    path = tmp_path / "t.txt"
+    path.write_text("one two three\n" * 50)
+    config = {"name": "text_file", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.0, "normalize": None}
+    real_encode, started, encodings = data_module._encode_into, threading.Event(), []
+
+    def slow_encode(*args):
+        encodings.append(args[0])
+        started.set()
+        threading.Event().wait(0.3)  # the second load arrives meanwhile and waits on the lock
+        real_encode(*args)
+
+    monkeypatch.setattr(data_module, "_encode_into", slow_encode)
+    first = threading.Thread(target=load_corpus, args=(config, CHAR, tmp_path, tmp_path / "cache"))
+    first.start()
+    started.wait(10)
+    second = load_corpus(config, CHAR, tmp_path, tmp_path / "cache")
+    first.join()
+    assert len(encodings) == 1 and len(second.train) > 0
 
 
 CONCURRENT_LOAD = """

@@ -39,6 +39,7 @@ def test_wikitext2_without_train_txt_names_the_missing_file_and_the_stand_in(tmp
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith(f"data folder {folder} has valid.txt and test.txt but no train.txt, ")
+    assert "(which has it)" in message  # one file missing; two are "them" (the next test)
     assert message.endswith("put train.txt there, or use a file you have: data.files.train=test.txt")
     assert download.REMOTE_FILES["wikitext2"].url in message and "Name or service not known" in message
     assert offline == [download.REMOTE_FILES["wikitext2"].url]  # it tried the download first
@@ -72,13 +73,14 @@ def test_missing_files_are_still_downloaded_where_the_network_works(tmp_path, mo
     missing files extracted from it."""
     members = {f"wikitext-2/wiki.{split}.tokens": text.encode() for split, text in SPLITS.items()}
     serve(monkeypatch, tmp_path, "wikitext2", zipped(members), "wikitext-2-v1.zip")
-    for data_dir, present in ((tmp_path / "empty", ()), (tmp_path / "partial", ("valid", "test"))):
+    for data_dir, present in ((tmp_path / "empty", ()), (tmp_path / "partial", ("valid", "test")),
+                              (tmp_path / "train_only", ("train",))):  # a present file before missing ones
         folder = data_dir / "wikitext-2"
         folder.mkdir(parents=True)
         for split in present:
             (folder / f"{split}.txt").write_text(SPLITS[split])
         load_corpus(data_config("wikitext2"), WORD, data_dir, tmp_path / "cache")
-        assert (folder / "train.txt").read_text() == SPLITS["train"]
+        assert {split: (folder / f"{split}.txt").read_text() for split in SPLITS} == SPLITS
 
 
 def run_in(cwd, *args: str) -> subprocess.CompletedProcess:

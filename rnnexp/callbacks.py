@@ -201,6 +201,30 @@ class LMProgressBar(RichProgressBar):
         return super()._get_train_description(current_epoch)
 
 
+class PruneTrial(pl.Callback):
+    """A job of an Optuna search (`hparams_search=NAME`): after each validation, reports the task's main
+    metric at that step to the job's trial, and when the study's pruner (`hydra/sweeper/pruner=...`) finds
+    the trial worse than earlier trials at the same step, stops the run after that step with last.ckpt
+    written. result.json and the search's summary then say `pruned at step N`."""
+
+    def __init__(self, trial: Any, metric: str) -> None:
+        self.trial, self.metric = trial, metric  # an optuna.trial.Trial (rnnexp.search.trial_of_job)
+        self.pruned_at_step: int | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self.pruned_at_step is not None or self.metric not in trainer.callback_metrics:
+            return
+        value, step = float(trainer.callback_metrics[self.metric]), trainer.global_step
+        self.trial.report(value, step)
+        if self.trial.should_prune():
+            from rnnexp.stopping import save_last
+
+            self.pruned_at_step = step
+            save_last(trainer)  # kept: a pruned trial can be looked at, or resumed with a larger budget
+            trainer.should_stop = True
+            log.info("trial %d pruned at step %d (%s %.4f)", self.trial.number, step, self.metric, value)
+
+
 class Report(pl.Callback):
     """At the end of fit, in the process that trained (rank 0): the sample, the last validation,
     the best one with where it is saved, the test split, where the run is; and result.json, which
@@ -263,6 +287,10 @@ class Report(pl.Callback):
                   "steps": task.global_step, "test": task.test_metrics,
                   "wall_seconds": seconds, "tokens": tokens,
                   "tokens_per_sec": tokens / seconds if seconds > 0 else None}
+        pruned = next((c.pruned_at_step for c in trainer.callbacks if isinstance(c, PruneTrial)), None)
+        if pruned is not None:
+            result["pruned_at_step"] = pruned
+            lines.insert(0, f"pruned at step {pruned}: the search's pruner found this trial worse than earlier ones")
         (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         if any(isinstance(logger, pl.loggers.TensorBoardLogger) for logger in trainer.loggers):
             lines.append(f"view it:    tensorboard --logdir {run_dir}")

@@ -90,8 +90,9 @@ def read_run(folder: Path) -> Run:
     if (folder / "error.txt").exists():
         run.status = "failed: " + (folder / "error.txt").read_text().strip().splitlines()[0]
     elif (folder / "result.json").exists():
-        run.status = "finished"
         result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        pruned = result.get("pruned_at_step")  # stopped early by an Optuna search's pruner
+        run.status = "finished" if pruned is None else f"pruned at step {pruned}"
         # The steps it trained (the last logged training step is up to log_every_n_steps before them).
         run.steps = result["steps"]
         # Measured by callbacks.Report from fit's start to its end, whatever the run's length (a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,12 @@ def build(cfg: DictConfig, data: Any = None) -> tuple[Any, Any, Any, Path | None
 
     validate_components(config)
 
-    from rnnexp.callbacks import NoProfiler, Report, resolve_monitor
+    from rnnexp.callbacks import NoProfiler, PruneTrial, Report, resolve_monitor
     from rnnexp.checkpoint import check_fits, check_same_settings, continues_run, find_checkpoint, load_checkpoint
     from rnnexp.download import resolve_cache_dir, resolve_data_dir
     from rnnexp.errors import CheckpointError
     from rnnexp.quiet import ModelSummary, expect_resume
+    from rnnexp.search import sweeper_trial, trial_of_job
     from rnnexp.stopping import SaveOnStop
     from rnnexp.tasks import task_class
 
@@ -130,6 +132,9 @@ def build(cfg: DictConfig, data: Any = None) -> tuple[Any, Any, Any, Path | None
     ]
     callbacks = [instantiate(resolve_monitor(c, task.main_metric, task.higher_is_better))
                  for c in (config["callbacks"] or {}).values() if c is not None] + [Report(), SaveOnStop()]
+    trial = sweeper_trial()
+    if trial is not None:  # a job of an Optuna search: its validations go to its trial, which may be pruned
+        callbacks.append(PruneTrial(trial_of_job(trial), task.main_metric))
     if not config["trainer"].get("enable_progress_bar", True):  # one switch turns every bar off
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     if config["trainer"].get("enable_model_summary", True):  # Lightning's, less its FLOPs (always 0 here)
@@ -181,12 +186,15 @@ def in_sweep() -> bool:
 def share_cpu_threads() -> None:
     """Jobs that a launcher runs side by side on one machine split its cores rather than each
     taking all of them: hydra/launcher=joblib's workers get OMP_NUM_THREADS = cores / n_jobs from
-    joblib, which torch follows; submitit's `hydra.launcher.cpus_per_task` is applied here."""
+    joblib, a search's local workers (`hydra.sweeper.n_workers`) cores / n_workers from the sweeper;
+    submitit's `hydra.launcher.cpus_per_task` is applied here."""
     import torch
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized() and HydraConfig.get().launcher.get("cpus_per_task"):
         torch.set_num_threads(HydraConfig.get().launcher.cpus_per_task)
+    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():  # also where torch was imported before it was set
+        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
 
 
 def record_resume_overrides(run_dir: Path) -> None:

@@ -1,2 +1,2 @@
-"""rnnexp's Hydra plugin: `optuna_study.OptunaSweeper`, the Optuna sweeper of conf/hparams_search/.
-Hydra finds plugins in the `hydra_plugins` namespace package only, hence this folder."""
+"""rnnexp's Hydra plugin: `optuna_sweeper.OptunaSweeper`, the Optuna sweeper of conf/hparams_search/
+(conf/hydra/sweeper/optuna.yaml). Hydra finds plugins only in the `hydra_plugins` namespace package."""

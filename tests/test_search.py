@@ -1,0 +1,181 @@
+"""Optuna searches (`-m hparams_search=NAME`, hydra_plugins/rnnexp_sweeper): the search space, pruning,
+several workers on one study (SQLite, a journal file, a real PostgreSQL server), and the dashboard."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, TINY_MODEL, make_text, run_train
+from tests.test_sweeps import compose_with_hydra
+
+# A search of tiny runs: 12 steps, a validation every 4 (reported to the trial), lr and unroll searched.
+SEARCH = ["-m", "hparams_search=lm_lr_clip", "data=text_file", "sample.length=0", "sample.val_length=0",
+          *(o for o in TINY_MODEL if not o.startswith(("unroll=", "trainer.max_steps=", "trainer.val_check_interval=",
+                                                       "sample."))),
+          "trainer.max_steps=12", "trainer.val_check_interval=4", "unroll=choice(4,8)", "clip=1.0"]
+
+
+@pytest.fixture
+def text(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text(make_text())
+    return path
+
+
+def start_train(*args: str, cwd: Path = REPO) -> subprocess.Popen:
+    """train.py as a user starts it, from `cwd` (where its outputs/ folder goes), not waited for."""
+    return subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(*processes: subprocess.Popen) -> None:
+    for process in processes:
+        _, err = process.communicate(timeout=400)
+        assert process.returncode == 0, err[-3000:]
+
+
+def load(study_name: str, storage: str):
+    import optuna
+
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def trial_folders(sweep: Path) -> dict[int, Path]:
+    folders = {}
+    for run in sweep.glob("*_lstm_*"):
+        number = int(run.name.split("_")[0])
+        assert number not in folders, f"two folders for trial {number}"
+        folders[number] = run
+    return folders
+
+
+# --- the search space and where a study's runs go (no training) ---------------------------------
+
+
+def test_hydra_sweep_syntax_becomes_optuna_distributions():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hydra_plugins.rnnexp_sweeper.optuna_sweeper import search_space
+
+    space, fixed = search_space(["lr=tag(log, interval(1e-4, 1e-2))", "arch.dropout=interval(0.0, 0.5)",
+                                 "cell.hidden_size=range(64, 257, 64)", "unroll=range(10, 41, 10)",
+                                 "clip=choice(0.0, 1.0)", "cell=choice(rnn, lstm)", "scale=range(0.5, 2.0, 0.5)",
+                                 "batch_size=8", "+extra=1"])
+    assert space == {
+        "lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "arch.dropout": FloatDistribution(0.0, 0.5),
+        "cell.hidden_size": IntDistribution(64, 256, step=64),
+        "unroll": IntDistribution(10, 40, step=10),  # Hydra's range excludes its stop; 40 is its last value
+        "clip": CategoricalDistribution([0.0, 1.0]),
+        "cell": CategoricalDistribution(["rnn", "lstm"]),
+        "scale": FloatDistribution(0.5, 1.5, step=0.5),
+    }
+    assert fixed == ["batch_size=8", "+extra=1"]
+
+
+def test_a_study_in_another_storage_gets_its_own_folder():
+    from rnnexp.search import search_dir
+
+    default = search_dir("lm_lr_clip_gru_tinyshakespeare", None)
+    assert default == "outputs/search/lm_lr_clip_gru_tinyshakespeare"
+    elsewhere = {search_dir("lm_lr_clip_gru_tinyshakespeare", url)
+                 for url in ("sqlite:////other/path.db", "journal:///shared/study.log", "postgresql://db/optuna")}
+    assert len(elsewhere) == 3 and default not in elsewhere
+    assert all(d.startswith(default + "-") for d in elsewhere)
+
+
+def test_search_presets_use_the_projects_sweeper_with_median_pruning():
+    for preset in ("lm_lr_clip", "lm_size"):
+        cfg = compose_with_hydra(f"hparams_search={preset}")
+        sweeper = cfg.hydra.sweeper
+        assert sweeper._target_ == "hydra_plugins.rnnexp_sweeper.optuna_sweeper.OptunaSweeper"
+        assert (sweeper.direction, sweeper.storage, sweeper.n_workers) == ("minimize", None, 1)  # val/bpc
+        assert sweeper.pruner._target_ == "optuna.pruners.MedianPruner"
+        assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+        assert cfg.hydra.sweep.dir == f"outputs/search/{preset}_lstm_tinyshakespeare"
+    other = compose_with_hydra("hparams_search=lm_lr_clip", "hydra/sweeper/pruner=hyperband",
+                               "hydra/sweeper/sampler=random", "data=segmentation")
+    assert other.hydra.sweeper.pruner._target_ == "optuna.pruners.HyperbandPruner"
+    assert other.hydra.sweeper.sampler._target_ == "optuna.samplers.RandomSampler"
+    assert other.hydra.sweeper.direction == "maximize"  # val/f1
+
+
+def test_trials_dataframe_works_in_the_projects_environment(tmp_path):
+    import optuna
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="s")
+    study.optimize(lambda trial: trial.suggest_float("x", -1, 1) ** 2, n_trials=3)
+    frame = study.trials_dataframe()
+    assert len(frame) == 3 and "params_x" in frame.columns
+
+
+# --- real searches ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_workers_started_together_share_one_study_and_a_second_storage_leaves_it_alone(text, tmp_path):
+    sweep = tmp_path / "search"
+    command = [*SEARCH, f"data.path={text}", f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2"]
+    finish(start_train(*command), start_train(*command))  # two workers at the same instant, one new study
+    study = load("lm_lr_clip_lstm_text_file", f"sqlite:///{sweep}/optuna.db")
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+    assert len({t.params["lr"] for t in study.trials}) == 4  # the workers' samplers are seeded apart
+    folders = trial_folders(sweep)
+    assert sorted(folders) == [0, 1, 2, 3]  # trial N's run is in N_..., one folder each
+    for trial in study.trials:
+        best = json.loads((folders[trial.number] / "result.json").read_text())["best"]["val/bpc"]
+        assert trial.value == pytest.approx(best)
+        assert trial.user_attrs["run_dir"] == str(folders[trial.number].resolve())
+    assert (sweep / "optimization_history.png").stat().st_size > 0
+    assert (sweep / "param_importances.png").stat().st_size > 0
+
+    changed = run_train(*command, "batch_size=8")  # another experiment: not mixed into this study
+    assert changed.returncode == 2
+    assert changed.stderr.strip().splitlines()[-1].startswith("error: study 'lm_lr_clip_lstm_text_file' in sqlite:///")
+    assert "other settings: batch_size=8 here, batch_size=4 there; give its settings" in changed.stderr
+
+    # The same study name in another storage (a journal file; two local workers): its own folder.
+    before = folder_digest(sweep)
+    journal = tmp_path / "elsewhere" / "study.log"
+    other = [*SEARCH, f"data.path={text}", f"hydra.sweeper.storage=journal:///{journal}",
+             "hydra.sweeper.n_trials=2", "hydra.sweeper.n_workers=2"]
+    finish(start_train(*other, cwd=tmp_path))  # its folder is outputs/search/<study>-<storage's hash>
+    assert folder_digest(sweep) == before  # the first study's folders, byte for byte
+    from rnnexp.search import open_storage, search_dir
+
+    second = load("lm_lr_clip_lstm_text_file", open_storage(f"journal:///{journal}"))
+    assert sorted(t.number for t in second.trials) == [0, 1]
+    assert sorted(trial_folders(tmp_path / search_dir("lm_lr_clip_lstm_text_file", f"journal:///{journal}"))) == [0, 1]
+
+
+@pytest.mark.slow
+def test_pruning_stops_a_worse_trial_early_and_a_failed_trial_does_not_end_the_search(text, tmp_path):
+    sweep = tmp_path / "search"
+    result = run_train(*SEARCH, f"data.path={text}", f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=6",
+                       "hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.sampler.n_startup_trials=6",
+                       "lr=choice(0.03,0.00001,-1.0)")  # a good, a hopeless and a refused (failed) learning rate
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = load("lm_lr_clip_lstm_text_file", f"sqlite:///{sweep}/optuna.db")
+    states = [(t.params["lr"], t.state.name) for t in study.trials]
+    assert (-1.0, "FAIL") in states and (0.03, "COMPLETE") in states
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned and all(t.params["lr"] == 0.00001 for t in pruned)
+    folders = trial_folders(sweep)
+    for trial in pruned:  # stopped at once, its folder, curves and checkpoints kept
+        run = folders[trial.number]
+        record = json.loads((run / "result.json").read_text())
+        assert record["pruned_at_step"] == record["steps"] == max(trial.intermediate_values) < 12
+        assert (run / "checkpoints" / "last.ckpt").exists() and list(run.glob("events.out.tfevents.*"))
+        assert f"| pruned at step {record['steps']} |" in (sweep / "summary.md").read_text()
+    for failed in (t for t in study.trials if t.state.name == "FAIL"):
+        assert "lr must be a positive number" in (folders[failed.number] / "error.txt").read_text()

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rnnexp.errors import ConfigError
+
 log = logging.getLogger("rnnexp")
 
 JOURNAL = "journal:///"
@@ -44,7 +46,7 @@ def open_storage(url: str) -> Any:
     """The Optuna storage of a URL; SQLite waits for a lock (several workers) rather than failing at once.
     Opening a new SQLite database creates its tables: workers that start together retry the race."""
     import optuna
-    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import ArgumentError, DBAPIError
 
     if url.startswith(JOURNAL):
         from optuna.storages.journal import JournalFileBackend
@@ -59,6 +61,13 @@ def open_storage(url: str) -> Any:
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except ImportError as e:  # the database's driver
+            raise ConfigError(f"hydra.sweeper.storage={url}: its database driver is not installed "
+                              f"({e.__cause__ or e}); for PostgreSQL: pip install 'psycopg[binary]', "
+                              "for MySQL: pip install pymysql") from None
+        except ArgumentError as e:
+            raise ConfigError(f"hydra.sweeper.storage={url} is not a storage URL ({e}); give sqlite:///PATH, "
+                              "journal:///PATH or a database URL such as postgresql://user@host/db") from None
         except DBAPIError:  # another worker is creating the same tables (or their version row): theirs do
             if attempt == 4:
                 raise

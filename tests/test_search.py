@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, TINY_MODEL, make_text, run_train
+from tests.postgres_server import postgres_server, server_programs
 from tests.test_sweeps import compose_with_hydra
 
 # A search of tiny runs: 12 steps, a validation every 4 (reported to the trial), lr and unroll searched.
@@ -33,9 +34,16 @@ def start_train(*args: str, cwd: Path = REPO) -> subprocess.Popen:
 
 
 def finish(*processes: subprocess.Popen) -> None:
-    for process in processes:
-        _, err = process.communicate(timeout=400)
-        assert process.returncode == 0, err[-3000:]
+    """Wait for each; all must succeed (the others are stopped if one fails)."""
+    try:
+        for process in processes:
+            _, err = process.communicate(timeout=400)
+            assert process.returncode == 0, err[-3000:]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
 
 
 def load(study_name: str, storage: str):
@@ -179,3 +187,21 @@ def test_pruning_stops_a_worse_trial_early_and_a_failed_trial_does_not_end_the_s
         assert f"| pruned at step {record['steps']} |" in (sweep / "summary.md").read_text()
     for failed in (t for t in study.trials if t.state.name == "FAIL"):
         assert "lr must be a positive number" in (folders[failed.number] / "error.txt").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(server_programs() is None, reason="needs PostgreSQL's server (apt-get install postgresql)")
+def test_three_workers_on_a_postgresql_study_run_nine_distinct_trials(text, tmp_path):
+    """As on several machines: a command with two local workers and another command, started together,
+    three trials each, on one study in a real PostgreSQL server."""
+    with postgres_server() as url:
+        common = [*SEARCH, f"data.path={text}", f"hydra.sweeper.storage={url}", "hydra.sweeper.pruner=null"]
+        finish(start_train(*common, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_workers=2", cwd=tmp_path),
+               start_train(*common, "hydra.sweeper.n_trials=3", cwd=tmp_path))
+        study = load("lm_lr_clip_lstm_text_file", url)
+        assert sorted(t.number for t in study.trials) == list(range(9))
+        assert {t.state.name for t in study.trials} == {"COMPLETE"}
+        assert len({(t.params["lr"], t.params["unroll"]) for t in study.trials}) == 9
+        from rnnexp.search import search_dir
+
+        assert sorted(trial_folders(tmp_path / search_dir("lm_lr_clip_lstm_text_file", url))) == list(range(9))

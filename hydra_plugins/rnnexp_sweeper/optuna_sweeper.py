@@ -132,10 +132,15 @@ class OptunaSweeper(Sweeper):
         others load it); refuse a study made by a command with other settings."""
         import optuna
 
+        from rnnexp.errors import ConfigError
         from rnnexp.search import SETTINGS_ATTR, make_pruner, open_storage
 
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        study = optuna.create_study(study_name=self.study_name, storage=open_storage(url), direction=self.direction,
+        try:
+            storage = open_storage(url)
+        except ConfigError as e:
+            exit_with(str(e))
+        study = optuna.create_study(study_name=self.study_name, storage=storage, direction=self.direction,
                                     pruner=make_pruner(self._pruner()), load_if_exists=True)
         if study.direction.name.lower() != self.direction:
             exit_with(f"study {self.study_name!r} in {url} is {study.direction.name.lower()}d, this search "

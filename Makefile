@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "$(TORCH)"
 	$(BIN)/pip install -e ".[dev]"
+	@# A .venv made before the project's own Optuna sweeper holds hydra-optuna-sweeper (optuna 2): not used now.
+	$(BIN)/pip uninstall -y -q hydra-optuna-sweeper 2>/dev/null || true
 	touch $@
 
 # Extra options go in ARGS, e.g. make train ARGS="cell=gru unroll=40"

@@ -3,14 +3,17 @@ several workers on one study (SQLite, a journal file, a real PostgreSQL server),
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import REPO, TINY_MODEL, make_text, run_train
-from tests.postgres_server import postgres_server, server_programs
+from tests.postgres_server import free_port, postgres_server, server_programs
 from tests.test_sweeps import compose_with_hydra
 
 # A search of tiny runs: 12 steps, a validation every 4 (reported to the trial), lr and unroll searched.
@@ -205,3 +208,47 @@ def test_three_workers_on_a_postgresql_study_run_nine_distinct_trials(text, tmp_
         from rnnexp.search import search_dir
 
         assert sorted(trial_folders(tmp_path / search_dir("lm_lr_clip_lstm_text_file", url))) == list(range(9))
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_the_dashboard_shows_a_studys_trials_in_a_real_browser(tmp_path):
+    import optuna
+    from playwright.sync_api import sync_playwright
+
+    from rnnexp.search import default_storage, open_storage
+
+    url = default_storage(tmp_path)
+    study = optuna.create_study(study_name="lm_lr_clip_gru_tinyshakespeare", storage=open_storage(url))
+    for number in range(3):  # trials as a search leaves them: validations reported, a value told
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+        for step in (250, 500):
+            trial.report(2.0 - number * 0.1 - step / 1000, step)
+        study.tell(trial, 1.4 - number * 0.1 + lr)
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), url, "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "optuna-dashboard did not start"
+                time.sleep(0.2)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/dashboard")
+            page.get_by_text("lm_lr_clip_gru_tinyshakespeare").first.click()
+            for number in range(3):  # the intermediate values' legend names every trial
+                page.get_by_text(f"trial #{number}").first.wait_for(timeout=30_000)
+            assert f"Best Trial (number={study.best_trial.number})" in page.inner_text("body")
+            browser.close()
+    finally:
+        server.kill()
+        server.communicate()

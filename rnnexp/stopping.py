@@ -87,9 +87,8 @@ class SaveOnStop(pl.Callback):
 
 def save_last(trainer: pl.Trainer) -> tuple[Path | None, str]:
     """last.ckpt of this step, as the checkpoint callback writes it (atomically); or why there is none."""
-    from rnnexp.callbacks import Checkpoint
-
-    callback = next((c for c in trainer.checkpoint_callbacks if isinstance(c, Checkpoint) and c.save_last), None)
+    callback = next((c for c in trainer.checkpoint_callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)
+                     and c.save_last), None)
     if callback is None:
         return None, "checkpoints are off (callbacks.model_checkpoint=null, or save_last=false)"
     if trainer.global_step == 0:

@@ -141,6 +141,17 @@ def test_the_stream_loader_resumes_at_the_next_batch_of_the_epoch_and_after_it_a
     assert torch.equal(next(iter(finished))[0], every[0])
 
 
+def test_under_ddp_the_stream_loader_yields_only_its_ranks_streams(monkeypatch):
+    from rnnexp.data import StreamLoader
+
+    batches = TBPTTBatches((np.arange(203) % 251).astype(np.uint8), batch_size=4, unroll=6)
+    monkeypatch.setattr(data_module, "process_rank", lambda: (1, 2))  # the second of two processes
+    shares = list(StreamLoader(batches))
+    assert len(shares) == len(batches)
+    for k, (x, y) in enumerate(shares):
+        assert torch.equal(x, batches[k][0][:, 2:4]) and torch.equal(y, batches[k][1][:, 2:4])
+
+
 # --- tokenizers --------------------------------------------------------------------------------
 
 
@@ -195,14 +206,18 @@ def test_a_text_file_that_is_not_there_or_a_folder_without_its_splits_is_refused
 
 
 def test_read_errors_are_clear(tmp_path):
-    with pytest.raises(DataError, match="does not exist"):
+    """Each names the file itself (a zip's member is named path:member: the test above)."""
+    with pytest.raises(DataError) as refused:
         read_source(tmp_path / "missing.txt")
+    assert str(refused.value) == f"data file {tmp_path / 'missing.txt'} does not exist"
     (tmp_path / "empty.txt").write_bytes(b"")
-    with pytest.raises(DataError, match="is empty"):
+    with pytest.raises(DataError) as refused:
         read_source(tmp_path / "empty.txt")
+    assert str(refused.value) == f"data file {tmp_path / 'empty.txt'} is empty"
     (tmp_path / "latin1.txt").write_bytes("abc caf\xe9".encode("latin-1"))
-    with pytest.raises(DataError, match="not UTF-8 text \\(bad byte at offset 7\\)"):
+    with pytest.raises(DataError) as refused:
         read_source(tmp_path / "latin1.txt")
+    assert str(refused.value) == f"data file {tmp_path / 'latin1.txt'} is not UTF-8 text (bad byte at offset 7)"
 
 
 def test_text_file_splits_in_file_order(tmp_path):

@@ -170,7 +170,8 @@ def test_resume_into_the_same_folder_by_its_checkpoint_path(tiny_text, tmp_path)
 def test_ckpt_path_last_is_the_newest_run(tmp_path, monkeypatch, tiny_text):
     from rnnexp.checkpoint import find_checkpoint
 
-    older, newer = tmp_path / "outputs/runs/a/checkpoints", tmp_path / "outputs/runs/b/checkpoints"
+    # the newer run sorts first by name: only the files' times can tell
+    older, newer = tmp_path / "outputs/runs/b/checkpoints", tmp_path / "outputs/runs/a/checkpoints"
     for folder, mtime in ((older, 1000), (newer, 2000)):
         folder.mkdir(parents=True)
         (folder / "last.ckpt").write_bytes(b"x")

@@ -114,6 +114,3 @@ class ParityTask(Task):
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self.log_validation(*self.validation_metrics())
-
-    def initial_score(self) -> float:
-        return 0.5  # a coin's accuracy

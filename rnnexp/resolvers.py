@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from rnnexp.checkpoint import new_folder, resume_output_subdir, resume_run_dir
 from rnnexp.metrics import objective_direction
-from rnnexp.run_names import run_name
+from rnnexp.run_names import run_name, sweep_name
 from rnnexp.search import search_dir
 
 
@@ -21,7 +21,7 @@ def scaled_time(seconds: float, scale: float) -> str:
 def register() -> None:
     for name, function in (("resume_output_subdir", resume_output_subdir), ("run_name", run_name),
                            ("objective_direction", objective_direction), ("scaled_time", scaled_time),
-                           ("search_dir", search_dir)):
+                           ("search_dir", search_dir), ("sweep_name", sweep_name)):
         OmegaConf.register_new_resolver(name, function, replace=True)
     # These make a folder: cached, so that a job (and Hydra's copies of its config) resolves each once.
     for name, function in (("resume_run_dir", resume_run_dir), ("new_folder", new_folder)):

@@ -1,6 +1,7 @@
 """Short run names a person can read in TensorBoard's run list, made from the command line's
-overrides: `cell=gru unroll=40 lr=0.003` -> `gru_u40_lr0.003`. The folder name starts with the date
-and time, which keeps it unique; the overrides themselves stay in `.hydra/overrides.yaml`."""
+overrides: `cell=gru unroll=40 lr=0.003` -> `gru_u40_lr0.003`. The folder name is this name, then the
+date and time, which keep it unique (TensorBoard shortens long names from the end, so the part that says
+what the run is comes first); the overrides themselves stay in `.hydra/overrides.yaml`."""
 
 from __future__ import annotations
 
@@ -35,3 +36,15 @@ def run_name(override_dirname: str, cell: str) -> str:
             parts.append(f"{ABBREVIATIONS.get(name, name)}{value}" if is_number or name in ABBREVIATIONS else value)
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts)).strip("-_")
     return name[:LONGEST] or cell
+
+
+def sweep_name(overrides: list[str] | None) -> str:
+    """A sweep's folder name, before its date and time: the settings it sweeps, e.g. `-m cell=rnn,lstm
+    lr=0.01,0.03 unroll=40` -> `sweep_cell_lr`; `sweep` when nothing is swept on the command line."""
+    swept = []
+    for override in overrides or []:
+        key, _, value = str(override).partition("=")
+        name = key.lstrip("+~").rpartition(".")[2]
+        if not SKIPPED.match(key) and re.search(r",|^(choice|range|interval|tag|glob)\(", value):
+            swept.append(ABBREVIATIONS.get(name) or name)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(["sweep", *swept]))[:LONGEST]

@@ -112,7 +112,7 @@ def build(cfg: DictConfig, data: Any = None) -> tuple[Any, Any, Any, Path | None
         if continues_run(ckpt_path) and ckpt_path.resolve().parent.parent == run_dir:
             # TensorBoard drops what an interrupted run logged after the checkpoint's step.
             purge_step = checkpoint["global_step"]
-            task.continues_run = True
+            task.continues_run, task.resumed_at_step = True, purge_step
             after_earlier_event_files(run_dir)
         expect_resume(ckpt_path, task.continues_run)  # what Lightning says of a resume, expected here
         log.info("resuming from %s at step %d", ckpt_path.resolve(), checkpoint["global_step"])

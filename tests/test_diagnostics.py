@@ -1,5 +1,6 @@
 """Dashboards that explain: gradient flow through time, saturation, gates, clipping, samples, layout."""
 
+import re
 
 import pytest
 import torch
@@ -209,3 +210,23 @@ def test_run_names_are_short_readable_and_made_from_the_overrides():
     # an Optuna trial's values, to 4 digits (overrides.yaml has them all); integers as they are
     assert run_name("hparams_search=lm_lr_clip,lr=0.0030862723645228127,seed=123456789", "gru") == \
         "gru_lr0.003086_seed123456789"
+
+
+def test_run_and_sweep_folders_start_with_what_they_are_then_the_date(tmp_path, monkeypatch):
+    """TensorBoard shortens run names from the end: the name comes first, the date and time after it."""
+    from rnnexp.run_names import sweep_name
+    from tests.test_sweeps import compose_with_hydra
+
+    assert sweep_name(["cell=rnn,lstm", "lr=0.01,0.03", "unroll=40", "data.path=/a,b.txt"]) == "sweep_cell_lr"
+    assert sweep_name(["hparams_search=lm_lr_clip", "unroll=choice(16,32)", "cell.hidden_size=range(64,257,64)"]) == \
+        "sweep_u_h"
+    assert sweep_name(["seed=1"]) == sweep_name([]) == "sweep"
+    from hydra.core.hydra_config import HydraConfig
+
+    config = compose_with_hydra("cell=gru", "unroll=40")
+    monkeypatch.chdir(tmp_path)  # resolving the folder makes it
+    HydraConfig.instance().set_config(config)  # as Hydra does before it makes the run's folder
+    try:
+        assert re.fullmatch(r"outputs/runs/gru_u40_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", config.hydra.run.dir)
+    finally:
+        HydraConfig.instance().cfg = None

@@ -64,8 +64,9 @@ def test_logs_every_tag_every_n_steps(tiny_text, tmp_path):
               "head.weight", "head.bias"]
     for tag in ["train/loss", "lr", "grad_norm/total", *(f"grad_norm/{p}" for p in params)]:
         assert [step for step, _ in scalars[tag]] == [2, 5], tag
-    for tag in ["val/loss", "val/bpc", "hp/best_val_bpc"]:
+    for tag in ["val/loss", "val/bpc"]:
         assert len(scalars[tag]) >= 2, tag
+    assert not [tag for tag in scalars if tag.startswith("hp/")]  # those are in the HParams sub-run only
     # bits per character are nats per character over ln 2
     for (_, loss), (_, bpc) in zip(scalars["val/loss"], scalars["val/bpc"], strict=True):
         assert bpc == pytest.approx(loss / math.log(2))
@@ -74,23 +75,32 @@ def test_logs_every_tag_every_n_steps(tiny_text, tmp_path):
     assert total == pytest.approx(math.sqrt(sum(scalars[f"grad_norm/{p}"][0][1] ** 2 for p in params)), rel=1e-5)
 
 
-def test_hparams_are_written_for_tensorboards_hparams_tab(tiny_text, tmp_path):
+def test_hparams_go_to_a_sub_run_with_every_setting_and_the_hp_metrics_only_where_measured(tiny_text, tmp_path):
+    """TensorBoard's HParams tab reads <run>/hparams: a session record of every setting (no experiment
+    record, which TensorBoard would take from one run for all), and hp/ metrics at the validations' steps."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     run_dir = tmp_path / "run"
-    best = train(tiny_run_config(tiny_text, run_dir, "lr=0.01"))
-    events = EventAccumulator(str(run_dir))
+    best = train(tiny_run_config(tiny_text, run_dir, "lr=0.01", "cell=rnn", "optim=sgd"))
+    events = EventAccumulator(str(run_dir / "hparams"))
     events.Reload()
     content = events.PluginTagToContent("hparams")
-    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-    hparams = session.session_start_info.hparams
+    assert set(content) == {"_hparams_/session_start_info"}
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]) \
+        .session_start_info.hparams
     assert hparams["lr"].number_value == pytest.approx(0.01)
-    assert hparams["cell/name"].string_value == "lstm"
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
-    assert {m.name.tag for m in experiment.experiment.metric_infos} == {"hp/val_bpc", "hp/best_val_bpc"}
-    # The metric the tab shows last is the real best, not the initial placeholder.
-    assert read_scalars(run_dir)["hp/best_val_bpc"][-1][1] == pytest.approx(best, rel=1e-6)  # train() returns it
+    assert hparams["cell/name"].string_value == "rnn" and hparams["cell/activation"].string_value == "tanh"
+    assert hparams["optim/momentum"].number_value == 0.0 and hparams["trainer/precision"].string_value
+    assert not {"run_dir", "data_dir", "ckpt_path"} & set(hparams)  # where files are: not a setting
+    main = EventAccumulator(str(run_dir))
+    main.Reload()
+    with pytest.raises(KeyError, match="could not be found"):  # nothing in the run itself for the tab to take
+        main.PluginTagToContent("hparams")
+    scalars, validations = read_scalars(run_dir / "hparams"), read_scalars(run_dir)["val/bpc"]
+    assert set(scalars) == {"hp/val_bpc", "hp/best_val_bpc"}
+    assert scalars["hp/val_bpc"] == validations  # at each validation's step, none at step 0
+    assert scalars["hp/best_val_bpc"][-1][1] == pytest.approx(best, rel=1e-6)  # train() returns it
 
 
 def test_resume_restores_weights_optimizer_and_step(tiny_text, tmp_path):
@@ -204,7 +214,7 @@ def test_word_level_training_logs_perplexity_and_samples_words(tiny_text, tmp_pa
     assert "val/bpc" not in scalars
     for (_, loss), (_, ppl) in zip(scalars["val/loss"], scalars["val/ppl"], strict=True):
         assert ppl == pytest.approx(math.exp(loss), rel=1e-5)
-    assert scalars["hp/best_val_ppl"][-1][1] == pytest.approx(best, rel=1e-5)  # train() returns the best ppl
+    assert read_scalars(run_dir / "hparams")["hp/best_val_ppl"][-1][1] == pytest.approx(best, rel=1e-5)  # returned
     sample = capsys.readouterr().out.split("---\n")[1]
     words = set(tiny_text.read_text().split())
     assert sample.startswith("the ") and set(sample.split()) <= words | {"<unk>"}

@@ -38,6 +38,34 @@ def detach_state(state: State) -> State:
     return apply_to_state(state, Tensor.detach)
 
 
+HPARAMS_RUN = "hparams"  # the sub-run of a run folder that TensorBoard's HParams tab reads (Task.on_fit_start)
+# Where a run's files are, or how it was started: they differ between any two runs and say nothing of them.
+NOT_HPARAMS = ("trainer", "logger", "callbacks", "run_dir", "data_dir", "cache_dir", "ckpt_path", "init_from")
+
+
+def hparams_of(config: dict[str, Any], trainer: pl.Trainer) -> dict[str, bool | int | float | str]:
+    """A run's settings as TensorBoard's HParams tab takes them: `group/key` (e.g. `cell/hidden_size`),
+    each a bool, number or string (null as "null", a list as its JSON). The trainer settings that shape a
+    run come as it runs them: `precision=16` is bf16-mixed on a CPU, `auto` the accelerator chosen."""
+    import json
+
+    def flat(node: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(node, dict):
+            return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}/").items()}
+        if node is None:
+            node = "null"
+        elif not isinstance(node, (bool, int, float, str)):
+            node = json.dumps(node)
+        return {prefix[:-1]: node}
+
+    params = flat({k: v for k, v in config.items() if k not in NOT_HPARAMS}, "")
+    params.update(flat({"trainer": {k: config["trainer"].get(k) for k in ("max_steps", "max_time", "deterministic")}},
+                       ""))
+    params["trainer/precision"] = str(trainer.precision)
+    params["trainer/accelerator"] = type(trainer.accelerator).__name__.removesuffix("Accelerator")
+    return params
+
+
 @dataclass
 class TaskData:
     """What a task trains on: its vocabulary (`.symbols`, the list saved in checkpoints) and loaders."""
@@ -108,6 +136,8 @@ class Task(pl.LightningModule):
         self.progress_stats: dict[str, float] = {}
         self.sample_text: str | None = None
         self.continues_run = False  # set by train(): a resume into the run's own folder
+        self.resumed_at_step: int | None = None  # set by train() with continues_run: the checkpoint's step
+        self._hparams_writer: Any = None  # TensorBoard's HParams record of this run (see on_fit_start)
         self.test_loader: Any = None  # set by train() where the data has a test split
         self.test_metrics: dict[str, float] | None = None
         self._reset_log_window()
@@ -355,38 +385,56 @@ class Task(pl.LightningModule):
         self.log_dict(values, logger=False, sync_dist=self.ranks() > 1)
         # Written by us at the step of the last training batch before it (Lightning's convention,
         # so that a resume's purge at the checkpoint's step keeps it), whatever Lightning's own
-        # logger step counter says after a resume.
+        # logger step counter says after a resume. TensorBoard gets the hp/ metrics in the HParams
+        # sub-run only (on_fit_start): hp/val_ is val/ again, and the tab reads them there.
+        hparams_metrics = {k: v for k, v in values.items() if k.startswith("hp/")}
         for logger in self.loggers:
-            logger.log_metrics(values, step=self.global_step - 1)
+            tensorboard = isinstance(logger, pl.loggers.TensorBoardLogger)
+            logger.log_metrics({k: v for k, v in values.items() if not (tensorboard and k in hparams_metrics)},
+                               step=self.global_step - 1)
             logger.save()
+        if self._hparams_writer is not None:
+            for tag, metric in hparams_metrics.items():
+                self._hparams_writer.add_scalar(tag, metric, self.global_step - 1)
+            self._hparams_writer.flush()
         self.progress_stats["val_loss"] = loss
         self.last_val_step = self.global_step
 
     # --- bookkeeping ----------------------------------------------------------------------------
 
-    def initial_score(self) -> float:
-        """The score before training, e.g. that of a uniform guess: the HParams tab starts there."""
-        return 0.0
-
     def on_fit_start(self) -> None:
-        """Hyperparameters to TensorBoard's HParams tab, linked to the `hp/` metrics logged at each
-        validation, and the layout of its Custom Scalars tab."""
-        if self.continues_run:
-            return  # the run folder has them already
-        start = self.initial_score()
-        params = {k: v for k, v in self.config.items() if k not in ("trainer", "logger", "callbacks")}
-        # What the trainer actually runs with: `precision=16` becomes bf16-mixed on a CPU, `auto` a choice.
-        params["trainer"] = {**{k: self.config["trainer"].get(k) for k in ("max_steps", "max_time", "deterministic")},
-                             "precision": self.trainer.precision,
-                             "accelerator": type(self.trainer.accelerator).__name__.removesuffix("Accelerator")}
+        """The run's settings for TensorBoard's HParams tab (and other loggers' records of them), and
+        the layout of its Custom Scalars tab.
+
+        The HParams tab reads a run's settings and metrics from a sub-run `<run>/hparams`: its session
+        record (no experiment record, which TensorBoard would take from one run for all of them) and
+        the `hp/` metrics of each validation. TensorBoard then lists the settings of every run (the union,
+        a cell's `activation` or SGD's `momentum` included), those that differ between the runs first,
+        and only the `hp/` metrics, which sit in that sub-run, as the metrics."""
+        params = hparams_of(self.config, self.trainer)
         for logger in self.loggers:
-            if isinstance(logger, pl.loggers.TensorBoardLogger):  # the HParams tab links hp/ metrics
-                logger.log_hyperparams(params, {f"hp/val_{self.score_name}": start,
-                                                f"hp/best_val_{self.score_name}": start})
-            else:
-                logger.log_hyperparams(params)
+            if self.continues_run:
+                break  # the run folder has them already
+            logger.log_hyperparams(params)  # TensorBoardLogger: hparams.yaml only (no metrics given)
             if hasattr(getattr(logger, "experiment", None), "add_custom_scalars"):
                 logger.experiment.add_custom_scalars(self.dashboard_layout())
+        tensorboard = next((lg for lg in self.loggers if isinstance(lg, pl.loggers.TensorBoardLogger)), None)
+        if tensorboard is not None and self.trainer.is_global_zero:
+            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+            # A resume drops what an interrupted attempt wrote after its checkpoint, as the main run's logger does.
+            self._hparams_writer = SummaryWriter(str(Path(tensorboard.log_dir) / HPARAMS_RUN),
+                                                 purge_step=self.resumed_at_step)
+            if not self.continues_run:
+                _, session_start, _ = hparams_summaries(params, {})  # the session record only (see above)
+                self._hparams_writer._get_file_writer().add_summary(session_start)
+                self._hparams_writer.flush()
+
+    def teardown(self, stage: str) -> None:
+        if self._hparams_writer is not None:
+            self._hparams_writer.close()
+            self._hparams_writer = None
 
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
         """TensorBoard's Custom Scalars tab: related curves in one chart (tags are regular expressions)."""

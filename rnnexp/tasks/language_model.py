@@ -92,10 +92,6 @@ class LanguageModelTask(Task):
         """Mean NLL in nats as perplexity (word level) or bits per symbol (character and byte level)."""
         return torch.exp(loss) if self.score_name == "ppl" else loss / math.log(2)
 
-    def initial_score(self) -> float:
-        """The score of a uniform guess: log2(vocab) bits, or a perplexity of the vocabulary size."""
-        return float(self.score(torch.tensor(math.log(len(self.vocab)))))
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         inputs, targets = batch
         if batch_idx == 0:

@@ -184,9 +184,6 @@ class LongRangeTask(Task):
         if not self.trainer.sanity_checking:
             self.log_validation(*self.validation_metrics())
 
-    def initial_score(self) -> float:
-        return self.baseline
-
     def dashboard_layout(self) -> dict[str, dict[str, list]]:
         layout = super().dashboard_layout()
         layout["training"][f"validation {self.score_name} against the memoryless baseline"] = [

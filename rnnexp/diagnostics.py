@@ -6,11 +6,12 @@ copy of the model in which torch's fused layers, which keep h_t inside their ker
 by scratch layers with the same weights), in full precision and without dropout. On that replay:
 
 - gradient flow: ||dL_T / dh_t|| for every step t of the window and every layer, where L_T is the
-  loss of the window's last prediction: how much of its error reaches back to step t. Logged as an
-  image per layer (rows: logging steps, oldest first; columns: t = 1..T; colour: log10 of
-  ||dL_T/dh_t|| / ||dL_T/dh_T|| on one scale for every run, dark blue at 1e-20 or less, yellow at
-  1) and as `gradient_flow/<layer>/first_over_last` = ||dL_T/dh_1|| / ||dL_T/dh_T|| (far below
-  1: vanishing; above 1: exploding).
+  loss of the window's last prediction: how much of its error reaches back to step t. Logged as a
+  figure per layer (rows: replays, labelled with their training step, oldest first; columns: t =
+  1..T; colour: log10 of ||dL_T/dh_t|| / ||dL_T/dh_T|| on one scale for every run, dark blue at
+  1e-20 or less, yellow at 1, with its colour bar) and as `gradient_flow/<layer>/first_over_last` =
+  ||dL_T/dh_1|| / ||dL_T/dh_T|| (far below 1: vanishing; above 1: exploding), and its log10
+  `gradient_flow/<layer>/log10_first_over_last`, which a linear chart can show.
 - `cells/<layer>/saturated_frac`: share of hidden units with |h| > 0.95 (tanh cells), or
   `cells/<layer>/dead_frac`: share of ReLU units that are 0 at every step of every stream.
 - `cells/<layer>/<gate>`: mean gate openings (LSTM input, forget, output; GRU reset, update).
@@ -104,14 +105,17 @@ def _probe(model: nn.Module, inputs: Tensor, targets: Tensor, state: Any, activa
     return result
 
 
+VIRIDIS_ANCHORS = torch.tensor([[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38],
+                                [0.99, 0.91, 0.14]])  # viridis at 0, 1/4, 1/2, 3/4, 1
+
+
 def heatmap(rows: list[list[float]], orders: int = 20, scale: int = 4) -> Tensor:
     """An image (3, H, W) of gradient norms, one row each, top to bottom: each norm relative to the
     row's last one, log10 of it coloured on one fixed scale for every run, from dark blue
     (10^-orders or less) through green to yellow (1). Each value is a scale x scale block."""
     values = torch.tensor([[math.log10(max(v / max(row[-1], 1e-38), 1e-38)) for v in row] for row in rows])
     x = ((values + orders) / orders).clamp(0, 1)
-    anchors = torch.tensor([[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38],
-                            [0.99, 0.91, 0.14]])  # viridis at 0, 1/4, 1/2, 3/4, 1
+    anchors = VIRIDIS_ANCHORS
     position = x * (len(anchors) - 1)
     lower = position.floor().long().clamp(max=len(anchors) - 2)
     weight = (position - lower)[..., None]
@@ -120,16 +124,43 @@ def heatmap(rows: list[list[float]], orders: int = 20, scale: int = 4) -> Tensor
     return image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
 
 
+def gradient_flow_figure(steps: list[int], rows: list[list[float]], layer: str, orders: int = 20) -> Any:
+    """The gradient-flow image as a figure one reads at 100%: `heatmap`'s colours (one row per replay,
+    labelled with its training step; one column per step t of the window), axes, and a colour bar in
+    log10 of ||dL_T/dh_t|| / ||dL_T/dh_T||. 800 pixels wide, at least 300 high."""
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LinearSegmentedColormap, Normalize
+
+    window = len(rows[0])
+    figure, axes = plt.subplots(figsize=(8, max(3.0, 1.2 + 0.12 * len(rows))), dpi=100)
+    axes.imshow(heatmap(rows, orders, scale=1).permute(1, 2, 0).numpy(), aspect="auto", interpolation="nearest",
+                extent=(0.5, window + 0.5, len(rows) - 0.5, -0.5))
+    shown = range(0, len(rows), max(1, len(rows) // 8))  # at most about 8 labels
+    axes.set_yticks(list(shown), [str(steps[i]) for i in shown])
+    axes.set_xlabel("t: step of the unroll window (the loss L_T is the last step's)")
+    axes.set_ylabel("training step of the replay")
+    axes.set_title(f"gradient flow through time, {layer}: how much of the last step's error reaches step t")
+    scale = LinearSegmentedColormap.from_list("rnnexp", VIRIDIS_ANCHORS.tolist())
+    bar = figure.colorbar(plt.cm.ScalarMappable(Normalize(-orders, 0), scale), ax=axes)
+    bar.set_label("log10 ||dL_T/dh_t|| / ||dL_T/dh_T||")
+    figure.tight_layout()
+    return figure
+
+
 class Diagnostics(pl.Callback):
     """Logs what the module docstring lists, every `every_n_steps` steps (0: never), to TensorBoard."""
 
     def __init__(self, every_n_steps: int = 125, histograms: bool = True, max_rows: int = 64) -> None:
         self.every_n_steps, self.histograms, self.max_rows = every_n_steps, histograms, max_rows
-        self.history: dict[str, list[list[float]]] = {}
+        self.history: dict[str, list[list[float]]] = {}  # per layer, the gradient norms of the last replays
+        self.history_steps: dict[str, list[int]] = {}  # and the training steps they were replayed at
         self._due = False
 
     def _writers(self, trainer: pl.Trainer) -> list:
-        return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_image")]
+        return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_figure")]
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -156,12 +187,16 @@ class Diagnostics(pl.Callback):
         scalars: dict[str, float] = {}
         for layer, found in report.items():
             norms = found["grad_norms"]
-            scalars[f"gradient_flow/{layer}/first_over_last"] = norms[0] / max(norms[-1], 1e-30)
+            ratio = norms[0] / max(norms[-1], 1e-30)
+            scalars[f"gradient_flow/{layer}/first_over_last"] = ratio
+            # The same on a scale a linear chart can show: 1e-19 and 1e-4 are -19 and -4, not both 0.
+            scalars[f"gradient_flow/{layer}/log10_first_over_last"] = math.log10(max(ratio, 1e-38))
             scalars.update({f"cells/{layer}/{key}": value for key, value in found["cells"].items()})
-            rows = self.history.setdefault(layer, [])
+            rows, steps = self.history.setdefault(layer, []), self.history_steps.setdefault(layer, [])
             rows.append(norms)
-            del rows[: -self.max_rows]
+            steps.append(step)
+            del rows[: -self.max_rows], steps[: -self.max_rows]
             for writer in self._writers(trainer):
-                writer.add_image(f"gradient_flow/{layer}", heatmap(rows), step)
+                writer.add_figure(f"gradient_flow/{layer}", gradient_flow_figure(steps, rows, layer), step)
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)

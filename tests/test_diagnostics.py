@@ -145,7 +145,7 @@ def test_event_files_hold_the_layout_the_samples_the_images_and_histograms(tiny_
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "histograms": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
-    assert {"sample/text_summary", "samples/validation/text_summary"} <= set(tags["tensors"])
+    assert {"samples/final/text_summary", "samples/validation/text_summary"} <= set(tags["tensors"])
     layout = layout_pb2.Layout.FromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
     assert charts["loss: training vs validation (nats per token)"] == ["train/loss", "val/loss"]

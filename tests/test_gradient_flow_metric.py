@@ -3,6 +3,7 @@
 the callback's images and histograms, with a logger of its own here (no training)."""
 
 import copy
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -28,8 +29,14 @@ class Writer:
     def __init__(self) -> None:
         self.added: list[tuple] = []
 
-    def add_image(self, tag, image, step) -> None:
-        self.added.append(("image", tag, image, step))
+    def add_figure(self, tag, figure, step) -> None:
+        """Kept as what it draws: the image's pixels and the replay steps its rows are labelled with."""
+        import matplotlib.pyplot as plt
+
+        axes = figure.axes[0]
+        pixels = torch.from_numpy(axes.images[0].get_array().data.copy()).permute(2, 0, 1)
+        self.added.append(("image", tag, (pixels, [t.get_text() for t in axes.get_yticklabels()]), step))
+        plt.close(figure)
 
     def add_histogram(self, tag, values, step) -> None:
         self.added.append(("histogram", tag, values.clone(), step))
@@ -67,6 +74,8 @@ def test_first_over_last_is_the_ratio_of_the_probed_norms_of_the_same_batch(cell
         norms = found["grad_norms"]
         assert len(norms) == 9 and len(set(norms)) == 9  # one per step of the window, all different
         assert logged[f"gradient_flow/{layer}/first_over_last"] == pytest.approx(norms[0] / norms[-1], rel=1e-6)
+        assert logged[f"gradient_flow/{layer}/log10_first_over_last"] == pytest.approx(
+            math.log10(norms[0] / norms[-1]), rel=1e-6)
         for key, value in found["cells"].items():
             assert logged[f"cells/{layer}/{key}"] == pytest.approx(value, rel=1e-6)
     assert callback.history == {layer: [found["grad_norms"]] for layer, found in expected.items()}
@@ -111,12 +120,14 @@ def test_images_keep_the_last_rows_and_histograms_show_the_recurrent_weights_and
     images = [(tag, image, step) for kind, tag, image, step in added if kind == "image"]
     assert [(tag, step) for tag, _, step in images] == [("gradient_flow/rnn.l0", s) for s in (0, 2, 4, 6)]
     norms = [probe(model, *batch, "relu")["rnn.l0"]["grad_norms"] for batch in batches]
-    assert torch.equal(images[0][1], heatmap([norms[0]]))
-    assert torch.equal(images[1][1], heatmap([norms[0], norms[2]]))
-    assert torch.equal(images[3][1], heatmap([norms[0], norms[2]]))  # the last max_rows=2 rows (steps 4, 6)
-    assert callback.history == {"rnn.l0": [norms[0], norms[2]]}
+    assert torch.equal(images[0][1][0], heatmap([norms[0]], scale=1)) and images[0][1][1] == ["0"]
+    assert torch.equal(images[1][1][0], heatmap([norms[0], norms[2]], scale=1)) and images[1][1][1] == ["0", "2"]
+    # the last max_rows=2 rows (steps 4, 6), each row labelled with its step
+    assert torch.equal(images[3][1][0], heatmap([norms[0], norms[2]], scale=1)) and images[3][1][1] == ["4", "6"]
+    assert callback.history == {"rnn.l0": [norms[0], norms[2]]} and callback.history_steps == {"rnn.l0": [4, 6]}
     assert [step for step, _ in logger.logged] == [0, 2, 4, 6] and logger.logged == plain.logged
-    assert set(logger.logged[0][1]) == {"gradient_flow/rnn.l0/first_over_last", "cells/rnn.l0/dead_frac"}
+    assert set(logger.logged[0][1]) == {"gradient_flow/rnn.l0/first_over_last", "cells/rnn.l0/dead_frac",
+                                        "gradient_flow/rnn.l0/log10_first_over_last"}
 
 
 def test_no_histograms_when_turned_off_and_no_replay_without_loggers():

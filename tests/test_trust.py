@@ -143,7 +143,7 @@ def test_hparams_list_the_trainer_settings_actually_used(tiny_text, tmp_path):
 
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir, "trainer.precision=16", "trainer.accelerator=cpu", "sample.length=0"))
-    events = EventAccumulator(str(run_dir))
+    events = EventAccumulator(str(run_dir / "hparams"))  # the HParams sub-run
     events.Reload()
     content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,14 @@ def apply_to_state(state: State, fn: Any) -> State:
 def detach_state(state: State) -> State:
     """Keep the values of the hidden state, drop the graph that produced them."""
     return apply_to_state(state, Tensor.detach)
+
+
+def _wrapping_markdown(line: str) -> str:
+    """One line of text as Markdown that shows it as it is: special characters escaped, and each space
+    after another (HTML would fold them into one) a non-breaking one."""
+    escaped = line.replace("&", "&amp;").replace("<", "&lt;")  # TensorBoard renders with Python-Markdown,
+    escaped = re.sub(r"([\\`*_{}\[\]()>#+\-.!])", r"\\\1", escaped)  # which escapes these with a backslash
+    return re.sub(r"(?<= ) ", "&nbsp;", escaped)
 
 
 HPARAMS_RUN = "hparams"  # the sub-run of a run folder that TensorBoard's HParams tab reads (Task.on_fit_start)
@@ -205,15 +214,18 @@ class Task(pl.LightningModule):
         if self.sample_text is None:
             return
         (Path(self.config["run_dir"]) / "sample.txt").write_text(self.sample_text + "\n", encoding="utf-8")
-        self.log_text("sample", self.sample_text)
+        self.log_text("samples/final", self.sample_text)
 
     def log_text(self, tag: str, text: str, preformatted: bool = True) -> None:
-        """Text to TensorBoard's TEXT tab at this step; preformatted keeps line breaks and spacing."""
-        if preformatted:  # Markdown: a block indented by four spaces is shown as it is
-            text = "\n".join("    " + line for line in text.splitlines())
+        """Text to TensorBoard's TEXT tab (tags `samples/...`), at the step of the last training batch, as
+        the validation it comes with is numbered. Preformatted text keeps its line breaks and spaces and
+        wraps at the page's width (Markdown: each character that Markdown would read escaped, a hard
+        break at each line's end, runs of spaces kept as such)."""
+        if preformatted:
+            text = "\n".join(_wrapping_markdown(line) + "  " for line in text.splitlines())
         for logger in self.loggers:
             if hasattr(getattr(logger, "experiment", None), "add_text"):  # TensorBoard's writer
-                logger.experiment.add_text(tag, text, self.global_step)
+                logger.experiment.add_text(tag, text, max(self.global_step - 1, 0))
 
     def score(self, loss: Tensor) -> Tensor:
         return loss

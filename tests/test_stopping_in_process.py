@@ -2,6 +2,7 @@
 a subprocess, which mutation testing cannot see): which signals SaveOnStop takes over and gives back,
 what one signal and a second Ctrl-C do, what is saved at the step reached, and the line a stop ends with."""
 
+import logging
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -153,18 +154,21 @@ def test_without_a_signal_a_step_ends_as_usual():
     assert signal.getsignal(signal.SIGTERM) == stop._note
 
 
-def test_at_the_steps_end_a_launchers_sigusr2_is_handed_over_after_the_stop_is_decided():
+def test_at_the_steps_end_a_launchers_sigusr2_is_handed_over_after_the_stop_is_decided(caplog, tmp_path):
     calls = []
     usr2 = launcher_handler(calls)
     signal.signal(signal.SIGUSR2, usr2)
     stop = SaveOnStop()
     stop.on_train_start(single_process(), None)
     stop._note(signal.SIGUSR2, None)
-    with pytest.raises(RunStopped) as stopped:
-        stop.on_train_batch_end(SimpleNamespace(global_step=7, checkpoint_callbacks=[]), None, None, None, 6)
-    assert calls == [(signal.SIGUSR2, None)]
+    callback = Saves(dirpath=str(tmp_path), save_last=True)
+    with caplog.at_level(logging.INFO, logger="rnnexp"), pytest.raises(RunStopped) as stopped:
+        stop.on_train_batch_end(SimpleNamespace(global_step=7, checkpoint_callbacks=[callback]), None, None, None, 6)
+    assert calls == [(signal.SIGUSR2, None)] and [step for step, _ in callback.saved] == [7]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"signal SIGUSR2 at step 7: saved {tmp_path / 'last.ckpt'}; handing over to the launcher"]
     assert (stopped.value.signum, stopped.value.step, stopped.value.checkpoint, stopped.value.why) == (
-        signal.SIGUSR2, 7, None, OFF)
+        signal.SIGUSR2, 7, tmp_path / "last.ckpt", "")
     assert signal.getsignal(signal.SIGUSR2) is usr2 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 

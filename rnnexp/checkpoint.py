@@ -149,14 +149,17 @@ def check_fits(checkpoint: dict[str, Any], path: Path, config: dict[str, Any], v
             f"has {len(vocab)}, {len(new)} of them new, e.g. {new[:5]}): resume with the data it was trained on"
         )
     shapes = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
-    if shapes != {name: tuple(t.shape) for name, t in expected.items()}:
+    wanted = {name: tuple(t.shape) for name, t in expected.items()}
+    if shapes != wanted:
         differences = [
             f"{group}.{key}={saved_config.get(group, {}).get(key)} (this run: {config[group].get(key)})"
             for group, key in MODEL_KEYS
             if saved_config.get(group, {}).get(key) != config[group].get(key)
         ]
-        mismatch = next((n for n in expected if shapes.get(n) != tuple(expected[n].shape)), None)
-        detail = ", ".join(differences) or f"parameter {mismatch} is {shapes.get(mismatch)} there"
+        # The first parameter that differs: of this run's, else one only the checkpoint has.
+        mismatch = next(n for n in [*wanted, *shapes] if shapes.get(n) != wanted.get(n))
+        detail = ", ".join(differences) or \
+            f"parameter {mismatch} is {shapes.get(mismatch)} there (this run: {wanted.get(mismatch)})"
         raise CheckpointError(f"checkpoint {path} has another model: {detail}")
 
 

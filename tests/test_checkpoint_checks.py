@@ -123,11 +123,14 @@ def test_another_shape_with_the_same_settings_names_the_first_parameter_that_dif
     checkpoint = saved(MODEL, ["a"], {"v": torch.zeros(2), "w": torch.zeros(4, 3)})
     with pytest.raises(CheckpointError) as refused:
         check_fits(checkpoint, Path("x.ckpt"), MODEL, ["a"], {"v": torch.zeros(2), "w": torch.zeros(4, 4)})
-    assert str(refused.value) == "checkpoint x.ckpt has another model: parameter w is (4, 3) there"
+    assert str(refused.value) == "checkpoint x.ckpt has another model: parameter w is (4, 3) there (this run: (4, 4))"
     with pytest.raises(CheckpointError) as refused:
         check_fits(checkpoint, Path("x.ckpt"), MODEL, ["a"], {"u": torch.zeros(1), "v": torch.zeros(2),
                                                               "w": torch.zeros(4, 3)})
-    assert str(refused.value) == "checkpoint x.ckpt has another model: parameter u is None there"
+    assert str(refused.value) == "checkpoint x.ckpt has another model: parameter u is None there (this run: (1,))"
+    with pytest.raises(CheckpointError) as refused:  # a parameter this run does not have
+        check_fits(checkpoint, Path("x.ckpt"), MODEL, ["a"], {"w": torch.zeros(4, 3)})
+    assert str(refused.value) == "checkpoint x.ckpt has another model: parameter v is (2,) there (this run: None)"
 
 
 @pytest.mark.parametrize("hyper_parameters", [None, {"config": {}}, {"vocab": []}],

@@ -2,6 +2,7 @@
 a subprocess, which mutation testing cannot see): which signals SaveOnStop takes over and gives back,
 what one signal and a second Ctrl-C do, what is saved at the step reached, and the line a stop ends with."""
 
+import logging
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +30,14 @@ def handlers():
     yield
     for signum, handler in saved.items():
         signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def note(stop: SaveOnStop, signum: int) -> None:
+    """A signal that must not quit at once: a KeyboardInterrupt fails the test (instead of ending the run)."""
+    try:
+        stop._note(signum, None)
+    except KeyboardInterrupt:
+        pytest.fail(f"{signal.Signals(signum).name} quit at once")
 
 
 def single_process() -> SimpleNamespace:
@@ -110,7 +119,7 @@ def test_a_handler_is_submitits_by_its_module():
 def test_a_signal_is_noted_and_announced_once_and_the_first_one_counts(signum, capsys):
     stop = SaveOnStop()
     stop.on_train_start(single_process(), None)
-    stop._note(signum, None)
+    note(stop, signum)
     assert stop.received == signum
     name = signal.Signals(signum).name
     assert capsys.readouterr().err == (f"\n{name}: stopping after this step, with a checkpoint "
@@ -123,7 +132,7 @@ def test_a_signal_is_noted_and_announced_once_and_the_first_one_counts(signum, c
 def test_a_second_ctrl_c_quits_at_once_with_the_handlers_given_back():
     stop = SaveOnStop()
     stop.on_train_start(single_process(), None)
-    stop._note(signal.SIGINT, None)
+    note(stop, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         stop._note(signal.SIGINT, None)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -134,7 +143,7 @@ def test_ctrl_c_after_a_sigterm_does_not_quit():
     stop = SaveOnStop()
     stop.on_train_start(single_process(), None)
     stop._note(signal.SIGTERM, None)
-    stop._note(signal.SIGINT, None)  # no KeyboardInterrupt: the stop at the step's end goes on
+    note(stop, signal.SIGINT)  # no KeyboardInterrupt: the stop at the step's end goes on
     assert stop.received == signal.SIGTERM
 
 
@@ -153,18 +162,21 @@ def test_without_a_signal_a_step_ends_as_usual():
     assert signal.getsignal(signal.SIGTERM) == stop._note
 
 
-def test_at_the_steps_end_a_launchers_sigusr2_is_handed_over_after_the_stop_is_decided():
+def test_at_the_steps_end_a_launchers_sigusr2_is_handed_over_after_the_stop_is_decided(caplog, tmp_path):
     calls = []
     usr2 = launcher_handler(calls)
     signal.signal(signal.SIGUSR2, usr2)
     stop = SaveOnStop()
     stop.on_train_start(single_process(), None)
     stop._note(signal.SIGUSR2, None)
-    with pytest.raises(RunStopped) as stopped:
-        stop.on_train_batch_end(SimpleNamespace(global_step=7, checkpoint_callbacks=[]), None, None, None, 6)
-    assert calls == [(signal.SIGUSR2, None)]
+    callback = Saves(dirpath=str(tmp_path), save_last=True)
+    with caplog.at_level(logging.INFO, logger="rnnexp"), pytest.raises(RunStopped) as stopped:
+        stop.on_train_batch_end(SimpleNamespace(global_step=7, checkpoint_callbacks=[callback]), None, None, None, 6)
+    assert calls == [(signal.SIGUSR2, None)] and [step for step, _ in callback.saved] == [7]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"signal SIGUSR2 at step 7: saved {tmp_path / 'last.ckpt'}; handing over to the launcher"]
     assert (stopped.value.signum, stopped.value.step, stopped.value.checkpoint, stopped.value.why) == (
-        signal.SIGUSR2, 7, None, OFF)
+        signal.SIGUSR2, 7, tmp_path / "last.ckpt", "")
     assert signal.getsignal(signal.SIGUSR2) is usr2 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 

@@ -1,33 +1,33 @@
 """What a user sees in TensorBoard, opened in a real browser (tests/browser.py): a sweep over the cell is
 told apart at a glance, without ticking boxes."""
 
-import subprocess
-import sys
-
 import pytest
 
 from tests.browser import CHROMIUM, browser_page, serving, visible_at
-from tests.helpers import REPO, TINY_MODEL, make_text
+from tests.helpers import make_text, tiny_run_config
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """`-m cell=rnn,lstm` as a user runs it (its folders named by Hydra and rnnexp), tiny and short."""
-    cwd = tmp_path_factory.mktemp("dashboards")
-    (cwd / "tiny.txt").write_text(make_text())
-    result = subprocess.run([sys.executable, str(REPO / "train.py"), "-m", "cell=rnn,lstm", "data=text_file",
-                             f"data.path={cwd / 'tiny.txt'}", *TINY_MODEL, "trainer.max_steps=6",
-                             "diagnostics.every_n_steps=2"],
-                            cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return cwd / "outputs"
+    """The runs of `-m cell=rnn,lstm`, tiny and short, trained in this process into the folders Hydra and
+    rnnexp name for them (tests/test_diagnostics.py checks the names themselves)."""
+    from rnnexp.run_names import run_name, sweep_name
+    from rnnexp.train import train
+
+    outputs = tmp_path_factory.mktemp("dashboards") / "outputs"
+    text = outputs.parent / "tiny.txt"
+    text.write_text(make_text())
+    folder = outputs / "multirun" / f"{sweep_name(['cell=rnn,lstm'])}_2026-12-02_10-00-00"
+    for job, cell in enumerate(("rnn", "lstm")):
+        train(tiny_run_config(text, folder / f"{job}_{run_name(f'cell={cell}', cell)}", f"cell={cell}",
+                              "trainer.max_steps=6", "sample.length=0", "sample.val_length=0"))
+    return outputs
 
 
 def test_hparams_shows_the_swept_setting_and_the_metrics_in_its_default_columns(sweep):
     (folder,) = (sweep / "multirun").iterdir()
-    assert folder.name.startswith("sweep_cell_")  # what it sweeps first, then the date
     assert sorted(p.name.split("_")[1] for p in folder.glob("[0-9]_*")) == ["lstm", "rnn"]
     with serving("tensorboard", "--logdir", str(sweep)) as url, browser_page() as page:
         page.goto(f"{url}/#hparams")

@@ -3,24 +3,29 @@ several workers on one study (SQLite, a journal file, a real PostgreSQL server),
 
 import hashlib
 import json
-import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.browser import CHROMIUM, browser_page, serving
 from tests.helpers import REPO, TINY_MODEL, make_text, run_train
-from tests.postgres_server import free_port, postgres_server, server_programs
+from tests.postgres_server import postgres_server, server_programs
 from tests.test_sweeps import compose_with_hydra
 
-# A search of tiny runs: 12 steps, a validation every 4 (reported to the trial), lr and unroll searched.
-SEARCH = ["-m", "hparams_search=lm_lr_clip", "data=text_file", "sample.length=0", "sample.val_length=0",
-          *(o for o in TINY_MODEL if not o.startswith(("unroll=", "trainer.max_steps=", "trainer.val_check_interval=",
-                                                       "sample."))),
-          "trainer.max_steps=12", "trainer.val_check_interval=4", "unroll=choice(4,8)", "clip=1.0"]
+
+def search(steps: int = 12, every: int = 4) -> list[str]:
+    """A search of tiny runs: `steps` steps, a validation (reported to the trial) every `every`; lr and unroll
+    searched."""
+    kept = (o for o in TINY_MODEL if not o.startswith(("unroll=", "trainer.max_steps=", "trainer.val_check_interval=",
+                                                         "sample.")))
+    return ["-m", "hparams_search=lm_lr_clip", "data=text_file", "sample.length=0", "sample.val_length=0", *kept,
+            f"trainer.max_steps={steps}", f"trainer.val_check_interval={every}", "unroll=choice(4,8)", "clip=1.0"]
+
+
+SEARCH = search()
+SHORT = search(steps=4, every=2)  # where nothing is pruned: the trials only need to finish
 
 
 @pytest.fixture
@@ -147,7 +152,7 @@ def test_trials_dataframe_works_in_the_projects_environment(tmp_path):
 @pytest.mark.slow
 def test_workers_started_together_share_one_study_and_a_second_storage_leaves_it_alone(text, tmp_path):
     sweep = tmp_path / "search"
-    command = [*SEARCH, f"data.path={text}", f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2"]
+    command = [*SHORT, f"data.path={text}", f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2"]
     finish(start_train(*command), start_train(*command))  # two workers at the same instant, one new study
     study = trials("lm_lr_clip_lstm_text_file", f"sqlite:///{sweep}/optuna.db")
     assert sorted(t.number for t in study) == [0, 1, 2, 3]
@@ -170,7 +175,7 @@ def test_workers_started_together_share_one_study_and_a_second_storage_leaves_it
     # The same study name in another storage (a journal file): its own folder.
     before = folder_digest(sweep)
     journal = tmp_path / "elsewhere" / "study.log"
-    other = [*SEARCH, f"data.path={text}", f"hydra.sweeper.storage=journal:///{journal}", "hydra.sweeper.n_trials=1"]
+    other = [*SHORT, f"data.path={text}", f"hydra.sweeper.storage=journal:///{journal}", "hydra.sweeper.n_trials=1"]
     finish(start_train(*other, cwd=tmp_path))  # its folder is outputs/search/<study>-<storage's hash>
     assert folder_digest(sweep) == before  # the first study's folders, byte for byte
     from rnnexp.search import search_dir
@@ -208,7 +213,7 @@ def test_three_workers_on_a_postgresql_study_run_nine_distinct_trials(text, tmp_
     """As on several machines: a command with two local workers and another command, started together,
     three trials each, on one study in a real PostgreSQL server."""
     with postgres_server() as url:
-        common = [*SEARCH, f"data.path={text}", f"hydra.sweeper.storage={url}", "hydra.sweeper.pruner=null"]
+        common = [*SHORT, f"data.path={text}", f"hydra.sweeper.storage={url}", "hydra/sweeper/pruner=none"]
         finish(start_train(*common, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_workers=2", cwd=tmp_path),
                start_train(*common, "hydra.sweeper.n_trials=3", cwd=tmp_path))
         study = trials("lm_lr_clip_lstm_text_file", url)
@@ -220,13 +225,9 @@ def test_three_workers_on_a_postgresql_study_run_nine_distinct_trials(text, tmp_
         assert sorted(trial_folders(tmp_path / search_dir("lm_lr_clip_lstm_text_file", url))) == list(range(9))
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_the_dashboard_shows_a_studys_trials_in_a_real_browser(tmp_path):
     import optuna
-    from playwright.sync_api import sync_playwright
 
     from rnnexp.search import default_storage, open_storage
 
@@ -239,28 +240,12 @@ def test_the_dashboard_shows_a_studys_trials_in_a_real_browser(tmp_path):
         for step in (250, 500):
             trial.report(2.0 - number * 0.1 - step / 1000, step)
         study.tell(trial, 1.4 - number * 0.1 + lr)
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "optuna-dashboard"), url, "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "optuna-dashboard did not start"
-                time.sleep(0.2)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}/dashboard")
+        with serving("optuna-dashboard", url, path="/dashboard") as address, browser_page() as page:
+            page.goto(f"{address}/dashboard")
             page.get_by_text("lm_lr_clip_gru_tinyshakespeare").first.click()
             for number in range(3):  # the intermediate values' legend names every trial
                 page.get_by_text(f"trial #{number}").first.wait_for(timeout=30_000)
-            assert f"Best Trial (number={study.best_trial.number})" in page.inner_text("body")
-            browser.close()
+            assert page.get_by_text(f"Best Trial (number={study.best_trial.number})").count() == 1
     finally:
-        server.kill()
-        server.communicate()
         storage.engine.dispose()

@@ -1,0 +1,64 @@
+"""rnnexp/callbacks.py's pieces as functions (the training tests run them whole): early stopping off
+while patience is null and a resume's patience its own, the end-of-run report's carried wall time and
+tokens, the profiler stand-in's one shared context, the cached state keys."""
+
+from types import SimpleNamespace
+
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+from rnnexp.callbacks import Checkpoint, EarlyStop, NoProfiler, Report
+
+
+def test_early_stopping_is_off_while_patience_is_null_and_checks_nothing():
+    off = EarlyStop(monitor="val/loss", mode="min")
+    assert not off.enabled and off.patience == 0
+    off._run_early_stopping_check(object())  # no trainer attribute is read: nothing is checked
+    on = EarlyStop(patience=3, monitor="val/loss", mode="min")
+    assert on.enabled and on.patience == 3
+
+
+def test_a_resume_keeps_early_stoppings_counters_but_this_runs_patience():
+    stop = EarlyStop(patience=5, monitor="val/loss", mode="min")
+    saved = EarlyStop(patience=1, monitor="val/loss", mode="min")
+    saved.wait_count, saved.best_score = 2, torch.tensor(1.25)
+    stop.load_state_dict(saved.state_dict())
+    assert stop.patience == 5 and stop.wait_count == 2 and float(stop.best_score) == 1.25
+
+
+def test_the_report_carries_wall_time_and_tokens_over_a_resume():
+    report = Report()
+    assert report.wall_seconds() == 0.0 and report.tokens() == 0 and report.state_dict() == {
+        "wall_seconds": 0.0, "tokens": 0}
+    report.load_state_dict({"wall_seconds": 2.5, "tokens": 100})
+    assert report.wall_seconds() == 2.5 and report.tokens() == 100  # before this attempt starts
+    report._task, report._processes = SimpleNamespace(tokens_trained=10), 2  # as on_fit_start sets them
+    assert report.tokens() == 120  # every process trained as many as this one
+    assert report.state_dict() == {"wall_seconds": 2.5, "tokens": 120}
+    report.load_state_dict({})  # a checkpoint from before the report kept them
+    assert report.earlier_seconds == 0.0 and report.earlier_tokens == 0
+
+
+def test_the_report_counts_this_attempts_time_from_fit_start(monkeypatch):
+    clock = iter([100.0, 103.5])  # a fake perf_counter: fit starts at 100 s, is read at 103.5 s
+    monkeypatch.setattr("rnnexp.callbacks.time.perf_counter", lambda: next(clock))
+    report = Report()
+    report.load_state_dict({"wall_seconds": 1000.0, "tokens": 0})
+    report.on_fit_start(SimpleNamespace(world_size=3), SimpleNamespace(tokens_trained=7))
+    assert report.wall_seconds() == 1003.5
+    assert report.tokens() == 21
+
+
+def test_the_profiler_stand_in_enters_one_shared_do_nothing_context():
+    profiler = NoProfiler()
+    assert profiler.profile("a") is profiler.profile("b")
+    with profiler.profile("a"):
+        pass
+
+
+def test_state_keys_are_lightnings_own_computed_once():
+    checkpoint = Checkpoint(dirpath="x", monitor="val/loss", save_last=True)
+    key = checkpoint.state_key
+    assert key == ModelCheckpoint.state_key.fget(checkpoint) and checkpoint.state_key is key
+    stop = EarlyStop(patience=2, monitor="val/loss", mode="min")
+    assert stop.state_key == EarlyStopping.state_key.fget(stop) and stop._cached_state_key == stop.state_key

@@ -63,12 +63,3 @@ def test_an_older_checkpoint_without_best_step_or_clip_window_resumes_with_their
     resumed.on_load_checkpoint(checkpoint)
     assert resumed.best_step == -1 and resumed.best_score == 2.0
     assert float(resumed._window_clipped) == 0.0 and resumed._window_updates == 0
-
-
-def test_tasks_scored_by_accuracy_or_f1_start_their_hparams_at_zero():
-    """An untrained model's accuracy (seq2seq) or F1 (segmentation): the base's initial_score."""
-    from rnnexp.tasks.segmentation import SegmentationTask
-    from rnnexp.tasks.seq2seq import Seq2SeqTask
-
-    for task in (Seq2SeqTask, SegmentationTask):
-        assert "initial_score" not in vars(task) and task.initial_score(task.__new__(task)) == 0.0

@@ -18,10 +18,17 @@ def scaled_time(seconds: float, scale: float) -> str:
     return f"{total // 86400:02d}:{total // 3600 % 24:02d}:{total // 60 % 60:02d}:{total % 60:02d}"
 
 
+def validation_interval(max_steps: int) -> int:
+    """Validate every 250 steps, or ten times in a run shorter than 2,500 steps (a curve, not one or two
+    points); every 250 where the budget is time (max_steps -1)."""
+    return 250 if int(max_steps) <= 0 else max(1, min(250, int(max_steps) // 10))
+
+
 def register() -> None:
     for name, function in (("resume_output_subdir", resume_output_subdir), ("run_name", run_name),
                            ("objective_direction", objective_direction), ("scaled_time", scaled_time),
-                           ("search_dir", search_dir), ("sweep_name", sweep_name)):
+                           ("search_dir", search_dir), ("sweep_name", sweep_name),
+                           ("validation_interval", validation_interval)):
         OmegaConf.register_new_resolver(name, function, replace=True)
     # These make a folder: cached, so that a job (and Hydra's copies of its config) resolves each once.
     for name, function in (("resume_run_dir", resume_run_dir), ("new_folder", new_folder)):

@@ -230,3 +230,16 @@ def test_run_and_sweep_folders_start_with_what_they_are_then_the_date(tmp_path, 
         assert re.fullmatch(r"outputs/runs/gru_u40_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", config.hydra.run.dir)
     finally:
         HydraConfig.instance().cfg = None
+
+
+def test_a_short_run_validates_ten_times_and_a_long_or_timed_one_every_250_steps():
+    from rnnexp.train import resolve
+    from tests.helpers import compose_config
+
+    def interval(*overrides: str) -> int:
+        return resolve(compose_config("run_dir=run", *overrides))["trainer"]["val_check_interval"]
+
+    assert interval() == 250  # the default 3,000 steps
+    assert interval("trainer.max_steps=300") == 30 and interval("trainer.max_steps=5") == 1
+    assert interval("trainer.max_steps=-1", "trainer.max_time=00:00:01:00") == 250
+    assert interval("trainer.max_steps=300", "trainer.val_check_interval=7") == 7  # as asked

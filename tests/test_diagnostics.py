@@ -149,6 +149,11 @@ def test_event_files_hold_the_layout_the_samples_the_images_and_histograms(tiny_
     layout = layout_pb2.Layout.FromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
     assert charts["loss: training vs validation (nats per token)"] == ["train/loss", "val/loss"]
+    per_layer = {title.split(": ")[1]: tags for title, tags in charts.items() if title.startswith("gradient norm per")}
+    assert per_layer == {"embedding": ["grad_norm/embedding\\.weight$"],
+                         "rnn layer 0": [f"grad_norm/rnn\\.{p}_l0$" for p in
+                                         ("weight_ih", "weight_hh", "bias_ih", "bias_hh")],
+                         "head": ["grad_norm/head\\.weight$", "grad_norm/head\\.bias$"]}
     assert [e.step for e in events.Images("gradient_flow/rnn.l0")] == [0, 2]
     assert {"weights/rnn.weight_hh_l0", "gradients/rnn.weight_hh_l0"} <= set(tags["histograms"])
     scalars = read_scalars(run_dir)

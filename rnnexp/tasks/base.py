@@ -462,14 +462,26 @@ class Task(pl.LightningModule):
                 "total norm, before and after clipping": ["Multiline", ["grad_norm/total$",
                                                                         "grad_norm/total_after_clip"]],
                 "share of steps clipped": ["Multiline", ["grad_norm/clipped_frac"]],
-                "per parameter": ["Multiline", [r"grad_norm/(?!total|clipped)"]],
-                "gradient flow: |dL_T/dh_1| / |dL_T/dh_T|": ["Multiline", [r"gradient_flow/"]],
+                **self.gradient_norm_charts(),
+                "gradient flow: log10 |dL_T/dh_1| / |dL_T/dh_T| (0: all of it arrives; -20: vanished)":
+                    ["Multiline", [r"gradient_flow/.*/log10_first_over_last"]],
             },
             "cells": {
                 "saturated (|h| > 0.95) or dead (ReLU) units": ["Multiline", [r"cells/.*_frac"]],
                 "mean gate openings": ["Multiline", [r"cells/.*_gate"]],
             },
         }
+
+    def gradient_norm_charts(self) -> dict[str, list]:
+        """One chart of per-parameter gradient norms for each layer (the embedding, each recurrent layer
+        and direction, the output layer): a few lines a chart, each a parameter of that layer."""
+        layers: dict[str, list[str]] = {}
+        for name, _ in self.model.named_parameters():
+            module, _, parameter = name.rpartition(".")
+            layer = re.search(r"_l(\d+)(_reverse)?$", parameter)  # torch's fused stacks: weight_hh_l0, ..._reverse
+            key = f"{module} layer {layer[1]}{' reverse' if layer[2] else ''}" if layer else module or parameter
+            layers.setdefault(key, []).append(f"grad_norm/{re.escape(name)}$")
+        return {f"gradient norm per parameter: {key}": ["Multiline", tags] for key, tags in layers.items()}
 
     def extra_state(self) -> dict[str, Any]:
         """What a subclass needs, beyond Lightning's state and the base's, to resume exactly."""

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
-from rnnexp.callbacks import Checkpoint, EarlyStop, NoProfiler, Report
+from rnnexp.callbacks import AtomicCheckpointIO, Checkpoint, EarlyStop, NoProfiler, Report
 
 
 def test_early_stopping_is_off_while_patience_is_null_and_checks_nothing():
@@ -62,3 +62,12 @@ def test_state_keys_are_lightnings_own_computed_once():
     assert key == ModelCheckpoint.state_key.fget(checkpoint) and checkpoint.state_key is key
     stop = EarlyStop(patience=2, monitor="val/loss", mode="min")
     assert stop.state_key == EarlyStopping.state_key.fget(stop) and stop._cached_state_key == stop.state_key
+
+
+def test_lightnings_checkpoint_io_saves_through_a_rename_and_loads_bare_weights_where_asked(tmp_path):
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"w": torch.ones(2)}, str(tmp_path / "a.ckpt"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ckpt"]  # no temporary file left
+    loaded = io.load_checkpoint(tmp_path / "a.ckpt")  # no state_dict: ddp_spawn hands back bare weights
+    assert torch.equal(loaded["w"], torch.ones(2)) and loaded["w"].device.type == "cpu"
+    assert io.load_checkpoint(tmp_path / "a.ckpt", map_location="meta")["w"].device.type == "meta"

@@ -71,3 +71,21 @@ def test_lightnings_checkpoint_io_saves_through_a_rename_and_loads_bare_weights_
     loaded = io.load_checkpoint(tmp_path / "a.ckpt")  # no state_dict: ddp_spawn hands back bare weights
     assert torch.equal(loaded["w"], torch.ones(2)) and loaded["w"].device.type == "cpu"
     assert io.load_checkpoint(tmp_path / "a.ckpt", map_location="meta")["w"].device.type == "meta"
+
+
+def test_a_run_stopped_by_its_time_budget_between_validations_ends_with_last_ckpt_at_its_final_step(tiny_text,
+                                                                                                     tmp_path):
+    """max_time stops a run wherever it is; its final validation, then last.ckpt, are at that step."""
+    import json
+
+    from rnnexp.checkpoint import load_checkpoint
+    from rnnexp.train import train
+    from tests.helpers import tiny_run_config
+
+    run = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run, "trainer.max_steps=100000", "trainer.max_time=00:00:00:01",
+                          "trainer.val_check_interval=100000", "callbacks.model_checkpoint.every_n_steps=0",
+                          "sample.length=0"))
+    steps = json.loads((run / "result.json").read_text())["steps"]
+    assert 0 < steps < 100000
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == steps

@@ -68,6 +68,10 @@ class SaveOnStop(pl.Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if self.received is None:
             return
+        if 0 < trainer.max_steps <= trainer.global_step:
+            # The last step: the run ends now anyway (its final validation and result.json take seconds). A
+            # stop here would requeue a job that has nothing left to train and so never writes its result.
+            return
         signum, step = self.received, trainer.global_step
         checkpoint, why = save_last(trainer)
         handler = self._previous.get(signum)

@@ -171,7 +171,8 @@ def test_at_the_steps_end_a_launchers_sigusr2_is_handed_over_after_the_stop_is_d
     stop._note(signal.SIGUSR2, None)
     callback = Saves(dirpath=str(tmp_path), save_last=True)
     with caplog.at_level(logging.INFO, logger="rnnexp"), pytest.raises(RunStopped) as stopped:
-        stop.on_train_batch_end(SimpleNamespace(global_step=7, checkpoint_callbacks=[callback]), None, None, None, 6)
+        trainer = SimpleNamespace(global_step=7, max_steps=100, checkpoint_callbacks=[callback])
+        stop.on_train_batch_end(trainer, None, None, None, 6)
     assert calls == [(signal.SIGUSR2, None)] and [step for step, _ in callback.saved] == [7]
     assert [r.getMessage() for r in caplog.records] == [
         f"signal SIGUSR2 at step 7: saved {tmp_path / 'last.ckpt'}; handing over to the launcher"]
@@ -187,7 +188,8 @@ def test_at_the_steps_end_a_sigterm_stops_without_calling_any_earlier_handler():
     stop.on_train_start(single_process(), None)
     stop._note(signal.SIGTERM, None)
     with pytest.raises(RunStopped) as stopped:
-        stop.on_train_batch_end(SimpleNamespace(global_step=3, checkpoint_callbacks=[]), None, None, None, 2)
+        trainer = SimpleNamespace(global_step=3, max_steps=100, checkpoint_callbacks=[])
+        stop.on_train_batch_end(trainer, None, None, None, 2)
     assert calls == [] and stopped.value.signum == signal.SIGTERM and stopped.value.step == 3
 
 
@@ -251,3 +253,17 @@ def test_a_sigterm_during_training_stops_after_that_step_with_its_last_ckpt(tmp_
     assert load_checkpoint(last)["global_step"] == 3
     assert "SIGTERM: stopping after this step" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # given back
+
+
+def test_a_signal_at_the_last_step_lets_the_run_finish_instead_of_stopping_it():
+    """A requeued job at its budget would have nothing left to train, and never write result.json."""
+    calls = []
+    signal.signal(signal.SIGUSR2, launcher_handler(calls))
+    stop = SaveOnStop()
+    stop.on_train_start(single_process(), None)
+    note(stop, signal.SIGUSR2)
+    stop.on_train_batch_end(SimpleNamespace(global_step=100, max_steps=100, checkpoint_callbacks=[]), None, None,
+                            None, 99)  # no RunStopped, no hand-over: the run goes on to its end
+    assert calls == []
+    stop.on_train_end(None, None)
+    assert signal.getsignal(signal.SIGUSR2) is not stop._note  # given back at the end

@@ -208,7 +208,7 @@ class PruneTrial(pl.Callback):
     written. result.json and the search's summary then say `pruned at step N`."""
 
     def __init__(self, trial: Any, metric: str) -> None:
-        self.trial, self.metric = trial, metric  # an optuna.trial.Trial (rnnexp.search.trial_of_job)
+        self.trial, self.metric = trial, metric  # an optuna.trial.Trial (rnnexp.search.trial_of_this_job)
         self.pruned_at_step: int | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

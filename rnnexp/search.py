@@ -83,26 +83,19 @@ def make_pruner(config: dict[str, Any] | None) -> Any:
     return optuna.pruners.NopPruner() if not config else instantiate(config)
 
 
-def sweeper_trial() -> dict[str, Any] | None:
-    """This job's trial, when it runs inside an Optuna search: {number, study_name, storage, pruner}."""
+def trial_of_this_job() -> Any:
+    """The Optuna trial this job runs, with its study's pruner, when the job is a trial of a search
+    (the sweeper sets `hydra.sweeper.trial` in each job's config); else None."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    if not HydraConfig.initialized():
+    if not HydraConfig.initialized() or HydraConfig.get().sweeper.get("trial") is None:
         return None
-    sweeper = HydraConfig.get().sweeper
-    if sweeper.get("trial") is None:
-        return None
-    storage = sweeper.storage or default_storage(HydraConfig.get().sweep.dir)
-    return {"number": int(sweeper.trial), "study_name": sweeper.study_name, "storage": storage,
-            "pruner": OmegaConf.to_container(sweeper.pruner, resolve=True) if sweeper.get("pruner") else None}
-
-
-def trial_of_job(trial: dict[str, Any]) -> Any:
-    """The Optuna trial a job runs (from `sweeper_trial()`), with the study's pruner, to report to."""
     import optuna
 
-    study = optuna.load_study(study_name=trial["study_name"], storage=open_storage(trial["storage"]),
-                              pruner=make_pruner(trial["pruner"]))
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, trial["number"])
+    sweeper = HydraConfig.get().sweeper
+    storage = open_storage(sweeper.storage or default_storage(HydraConfig.get().sweep.dir))
+    pruner = make_pruner(OmegaConf.to_container(sweeper.pruner, resolve=True) if sweeper.get("pruner") else None)
+    study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=pruner)
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(sweeper.trial))
     return optuna.trial.Trial(study, trial_id)

@@ -75,7 +75,7 @@ def build(cfg: DictConfig, data: Any = None) -> tuple[Any, Any, Any, Path | None
     from rnnexp.download import resolve_cache_dir, resolve_data_dir
     from rnnexp.errors import CheckpointError
     from rnnexp.quiet import ModelSummary, expect_resume
-    from rnnexp.search import sweeper_trial, trial_of_job
+    from rnnexp.search import trial_of_this_job
     from rnnexp.stopping import SaveOnStop
     from rnnexp.tasks import task_class
 
@@ -132,9 +132,9 @@ def build(cfg: DictConfig, data: Any = None) -> tuple[Any, Any, Any, Path | None
     ]
     callbacks = [instantiate(resolve_monitor(c, task.main_metric, task.higher_is_better))
                  for c in (config["callbacks"] or {}).values() if c is not None] + [Report(), SaveOnStop()]
-    trial = sweeper_trial()
+    trial = trial_of_this_job()
     if trial is not None:  # a job of an Optuna search: its validations go to its trial, which may be pruned
-        callbacks.append(PruneTrial(trial_of_job(trial), task.main_metric))
+        callbacks.append(PruneTrial(trial, task.main_metric))
     if not config["trainer"].get("enable_progress_bar", True):  # one switch turns every bar off
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.ProgressBar)]
     if config["trainer"].get("enable_model_summary", True):  # Lightning's, less its FLOPs (always 0 here)

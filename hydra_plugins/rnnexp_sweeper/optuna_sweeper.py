@@ -93,7 +93,7 @@ class OptunaSweeper(Sweeper):
         self.direction, self.n_trials, self.n_workers = direction, n_trials, n_workers
         self.sampler_config, self.pruner_config = sampler, pruner
         self.params = params or {}
-        # `trial` is set only in a job's own config: the job's trial number (rnnexp.search.sweeper_trial).
+        # `trial` is set only in a job's own config: the job's trial number (rnnexp.search.trial_of_this_job).
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -116,11 +116,13 @@ class OptunaSweeper(Sweeper):
         except ValueError as e:
             exit_with(str(e))
         study = self._open_study(url, list(arguments))
-        helpers = self._start_local_workers() if self.n_workers > 1 else []
-        mine = self.n_trials // self.n_workers + (1 if self.n_trials % self.n_workers else 0)
+        # The command's n_trials shared by its local workers; this process is the first of them.
+        shares = [self.n_trials // self.n_workers + (1 if i < self.n_trials % self.n_workers else 0)
+                  for i in range(self.n_workers)]
+        helpers = self._start_local_workers(shares[1:])
         log.info("study %s in %s: %d trials so far; this worker adds %d", self.study_name, url, len(study.trials),
-                 mine)
-        for _ in range(mine):
+                 shares[0])
+        for _ in range(shares[0]):
             self._run_trial(study, space, fixed, url)
         failed = [p.args for p in helpers if p.wait() != 0]
         self._report(study, url)
@@ -161,18 +163,18 @@ class OptunaSweeper(Sweeper):
     def _pruner(self) -> dict[str, Any] | None:
         return OmegaConf.to_container(self.pruner_config, resolve=True) if self.pruner_config else None
 
-    def _start_local_workers(self) -> list[subprocess.Popen]:
-        """n_workers - 1 more processes of this very command, each one worker with its share of the
+    def _start_local_workers(self, shares: list[int]) -> list[subprocess.Popen]:
+        """A process of this very command for each share of trials, each one worker with its share of the
         trials and of the cores; this process is the first worker, and waits for the others at the end."""
-        shares = [self.n_trials // self.n_workers + (1 if i < self.n_trials % self.n_workers else 0)
-                  for i in range(self.n_workers)]
+        if not shares:
+            return []
         threads = max(1, (os.cpu_count() or 1) // self.n_workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # this worker's own jobs (rnnexp.train.share_cpu_threads)
         own = [a for a in sys.argv[1:] if not a.startswith(("hydra.sweeper.n_workers=", "hydra.sweeper.n_trials="))]
         environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         return [subprocess.Popen([sys.executable, sys.argv[0], *own, "hydra.sweeper.n_workers=1",
                                   f"hydra.sweeper.n_trials={share}"], env=environment)
-                for share in shares[1:] if share > 0]
+                for share in shares if share > 0]
 
     def _sampler(self, trial_number: int) -> Any:
         """The sampler for one trial, seeded by the study's seed plus the trial's number: reproducible,

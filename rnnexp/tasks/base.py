@@ -424,9 +424,7 @@ class Task(pl.LightningModule):
         a cell's `activation` or SGD's `momentum` included), those that differ between the runs first,
         and only the `hp/` metrics, which sit in that sub-run, as the metrics."""
         params = hparams_of(self.config, self.trainer)
-        for logger in self.loggers:
-            if self.continues_run:
-                break  # the run folder has them already
+        for logger in [] if self.continues_run else self.loggers:  # a resumed run's folder has them already
             logger.log_hyperparams(params)  # TensorBoardLogger: hparams.yaml only (no metrics given)
             if hasattr(getattr(logger, "experiment", None), "add_custom_scalars"):
                 logger.experiment.add_custom_scalars(self.dashboard_layout())

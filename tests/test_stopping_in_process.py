@@ -258,7 +258,8 @@ def test_a_sigterm_during_training_stops_after_that_step_with_its_last_ckpt(tmp_
 def test_a_signal_at_the_last_step_lets_the_run_finish_instead_of_stopping_it():
     """A requeued job at its budget would have nothing left to train, and never write result.json."""
     calls = []
-    signal.signal(signal.SIGUSR2, launcher_handler(calls))
+    launcher = launcher_handler(calls)
+    signal.signal(signal.SIGUSR2, launcher)
     stop = SaveOnStop()
     stop.on_train_start(single_process(), None)
     note(stop, signal.SIGUSR2)
@@ -266,4 +267,4 @@ def test_a_signal_at_the_last_step_lets_the_run_finish_instead_of_stopping_it():
                             None, 99)  # no RunStopped, no hand-over: the run goes on to its end
     assert calls == []
     stop.on_train_end(None, None)
-    assert signal.getsignal(signal.SIGUSR2) is not stop._note  # given back at the end
+    assert signal.getsignal(signal.SIGUSR2) is launcher  # given back at the end

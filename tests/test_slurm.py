@@ -140,3 +140,7 @@ def test_a_sweep_job_that_reaches_its_time_limit_is_requeued_and_resumes_losing_
             steps = [step for step, _ in points]
             assert len(steps) == len(set(steps)), f"{where}: {tag} has a step twice: {steps}"
         assert [step for step, _ in scalars["train/loss"]] == list(range(max_steps)), f"{where}: steps lost"
+        # each attempt's event file continues the one before (purged past its checkpoint: no step twice)
+        attempts = (run / "train.log").read_text().count("resuming from") + 1
+        assert len(list(run.glob("events.out.*"))) == attempts, where
+    assert (sweep / "summary.md").read_text().count("| finished |") == 2

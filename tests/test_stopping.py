@@ -112,32 +112,3 @@ def test_a_new_run_into_an_existing_runs_folder_is_refused(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
-@pytest.mark.slow
-def test_a_job_requeued_at_its_time_limit_resumes_in_its_own_folder(tmp_path):
-    """submitit's local executor signals the job at its 1-minute limit and requeues it, as SLURM does:
-    the job saves at once, and each next attempt resumes; one folder, one history, every step."""
-    (tmp_path / "text.txt").write_text(make_text(n_words=3000))
-    result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1",
-         "+hydra.launcher.max_num_timeout=6", "hydra.launcher.cpus_per_task=1", "seed=1",
-         "data=text_file", f"data.path={tmp_path / 'text.txt'}", "cell.hidden_size=16", "arch.embedding_dim=8",
-         "batch_size=4", "unroll=8", "trainer.max_steps=100", "trainer.val_check_interval=40",
-         "trainer.log_every_n_steps=5", "sample.length=0", "sample.val_length=0", "trainer.enable_progress_bar=false",
-         "+callbacks.slow._target_=tests.helpers.SlowSteps", "+callbacks.slow.seconds=0.7"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
-                                                                         "PYTHONPATH": str(REPO)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
-    (run,) = [p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]  # no -v1
-    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 100
-    log = (run / "train.log").read_text()
-    assert log.count("resuming from") >= 1, log[-3000:]  # about 100 s of training: more than one attempt
-    steps = [s for s, _ in read_scalars(run)["train/loss"]]
-    assert steps == list(range(4, 100, 5)), steps  # one history: every logged step, once
-    # each attempt's event file continues the one before (purged past its checkpoint: no step twice)
-    assert len(list(run.glob("events.out.*"))) == log.count("resuming from") + 1
-    import json
-
-    assert json.loads((run / "result.json").read_text())["steps"] == 100
-    assert "| finished |" in (sweep / "summary.md").read_text()

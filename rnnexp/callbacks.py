@@ -231,9 +231,9 @@ class Report(pl.Callback):
     train() returns from and scripts/summarize.py reads.
 
     It also measures the run's own wall time and throughput, for any length of run (the logged
-    `perf/tokens_per_sec` exists only every `log_every_n_steps`): `wall_seconds` from fit's start to
+    `train/tokens_per_sec` exists only every `log_every_n_steps`): `wall_seconds` from fit's start to
     its end (validations, the test split and the sample included), `tokens` trained (all processes:
-    this process's count times their number, as `perf/tokens_per_sec` counts them) and `tokens_per_sec`
+    this process's count times their number, as `train/tokens_per_sec` counts them) and `tokens_per_sec`
     = tokens / wall_seconds. A resume carries both in its checkpoint (this callback's state_dict), so
     a resumed run reports the sum over its attempts up to the checkpoint it resumed, plus this
     attempt; what a killed attempt did after its last checkpoint is not counted (it is trained again)."""

@@ -9,12 +9,12 @@ by scratch layers with the same weights), in full precision and without dropout.
   loss of the window's last prediction: how much of its error reaches back to step t. Logged as a
   figure per layer (rows: replays, labelled with their training step, oldest first; columns: t =
   1..T; colour: log10 of ||dL_T/dh_t|| / ||dL_T/dh_T|| on one scale for every run, dark blue at
-  1e-20 or less, yellow at 1, with its colour bar) and as `gradient_flow/<layer>/first_over_last` =
+  1e-20 or less, yellow at 1, with its colour bar) and as `vitals/gradient_flow/<layer>/first_over_last` =
   ||dL_T/dh_1|| / ||dL_T/dh_T|| (far below 1: vanishing; above 1: exploding), and its log10
-  `gradient_flow/<layer>/log10_first_over_last`, which a linear chart can show.
-- `cells/<layer>/saturated_frac`: share of hidden units with |h| > 0.95 (tanh cells), or
-  `cells/<layer>/dead_frac`: share of ReLU units that are 0 at every step of every stream.
-- `cells/<layer>/<gate>`: mean gate openings (LSTM input, forget, output; GRU reset, update).
+  `vitals/gradient_flow/<layer>/first_over_last_log10`, which a linear chart can show.
+- `vitals/cells/<layer>/saturated_frac`: share of hidden units with |h| > 0.95 (tanh cells), or
+  `vitals/cells/<layer>/dead_frac`: share of ReLU units that are 0 at every step of every stream.
+- `vitals/cells/<layer>/<gate>`: mean gate openings (LSTM input, forget, output; GRU reset, update).
 - histograms of the recurrent matrices W_hh and of their (pre-clip) gradients.
 
 The replay is separate from training: it changes no weight, gradient, hidden state or random
@@ -127,7 +127,9 @@ def heatmap(rows: list[list[float]], orders: int = 20, scale: int = 4) -> Tensor
 def gradient_flow_figure(steps: list[int], rows: list[list[float]], layer: str, orders: int = 20) -> Any:
     """The gradient-flow image as a figure one reads at 100%: `heatmap`'s colours (one row per replay,
     labelled with its training step; one column per step t of the window), axes, and a colour bar in
-    log10 of ||dL_T/dh_t|| / ||dL_T/dh_T||. 800 pixels wide, at least 300 high."""
+    log10 of ||dL_T/dh_t|| / ||dL_T/dh_T||. 440 x 215 pixels, about what a TensorBoard Time Series card
+    shows (in a 1600-pixel window), so that it is shown at its own size: a larger image is shrunk to the
+    card, and its text with it."""
     import matplotlib
 
     matplotlib.use("agg")
@@ -135,18 +137,19 @@ def gradient_flow_figure(steps: list[int], rows: list[list[float]], layer: str, 
     from matplotlib.colors import LinearSegmentedColormap, Normalize
 
     window = len(rows[0])
-    figure, axes = plt.subplots(figsize=(8, max(3.0, 1.2 + 0.12 * len(rows))), dpi=100)
-    axes.imshow(heatmap(rows, orders, scale=1).permute(1, 2, 0).numpy(), aspect="auto", interpolation="nearest",
-                extent=(0.5, window + 0.5, len(rows) - 0.5, -0.5))
-    shown = range(0, len(rows), max(1, len(rows) // 8))  # at most about 8 labels
-    axes.set_yticks(list(shown), [str(steps[i]) for i in shown])
-    axes.set_xlabel("t: step of the unroll window (the loss L_T is the last step's)")
-    axes.set_ylabel("training step of the replay")
-    axes.set_title(f"gradient flow through time, {layer}: how much of the last step's error reaches step t")
-    scale = LinearSegmentedColormap.from_list("rnnexp", VIRIDIS_ANCHORS.tolist())
-    bar = figure.colorbar(plt.cm.ScalarMappable(Normalize(-orders, 0), scale), ax=axes)
-    bar.set_label("log10 ||dL_T/dh_t|| / ||dL_T/dh_T||")
-    figure.tight_layout()
+    with plt.rc_context({"font.size": 9}):  # 12.5 pixels at 100 dpi
+        figure, axes = plt.subplots(figsize=(4.4, 2.15), dpi=100)
+        axes.imshow(heatmap(rows, orders, scale=1).permute(1, 2, 0).numpy(), aspect="auto", interpolation="nearest",
+                    extent=(0.5, window + 0.5, len(rows) - 0.5, -0.5))
+        shown = range(0, len(rows), max(1, len(rows) // 8))  # at most about 8 labels
+        axes.set_yticks(list(shown), [str(steps[i]) for i in shown])
+        axes.set_xlabel("t, step of the window (L_T: the last's loss)")
+        axes.set_ylabel("training step")
+        axes.set_title(f"gradient flow, {layer}")
+        scale = LinearSegmentedColormap.from_list("rnnexp", VIRIDIS_ANCHORS.tolist())
+        bar = figure.colorbar(plt.cm.ScalarMappable(Normalize(-orders, 0), scale), ax=axes)
+        bar.set_label("log10 |dL/dh_t| / |dL/dh_T|")
+        figure.tight_layout()
     return figure
 
 
@@ -172,9 +175,9 @@ class Diagnostics(pl.Callback):
         for writer in self._writers(trainer):
             for name, parameter in pl_module.model.named_parameters():
                 if "weight_hh" in name:
-                    writer.add_histogram(f"weights/{name}", parameter.detach().float(), trainer.global_step)
+                    writer.add_histogram(f"vitals/weights/{name}", parameter.detach().float(), trainer.global_step)
                     if parameter.grad is not None:
-                        writer.add_histogram(f"gradients/{name}", parameter.grad.float(), trainer.global_step)
+                        writer.add_histogram(f"vitals/gradients/{name}", parameter.grad.float(), trainer.global_step)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -188,15 +191,15 @@ class Diagnostics(pl.Callback):
         for layer, found in report.items():
             norms = found["grad_norms"]
             ratio = norms[0] / max(norms[-1], 1e-30)
-            scalars[f"gradient_flow/{layer}/first_over_last"] = ratio
+            scalars[f"vitals/gradient_flow/{layer}/first_over_last"] = ratio
             # The same on a scale a linear chart can show: 1e-19 and 1e-4 are -19 and -4, not both 0.
-            scalars[f"gradient_flow/{layer}/log10_first_over_last"] = math.log10(max(ratio, 1e-38))
-            scalars.update({f"cells/{layer}/{key}": value for key, value in found["cells"].items()})
+            scalars[f"vitals/gradient_flow/{layer}/first_over_last_log10"] = math.log10(max(ratio, 1e-38))
+            scalars.update({f"vitals/cells/{layer}/{key}": value for key, value in found["cells"].items()})
             rows, steps = self.history.setdefault(layer, []), self.history_steps.setdefault(layer, [])
             rows.append(norms)
             steps.append(step)
             del rows[: -self.max_rows], steps[: -self.max_rows]
             for writer in self._writers(trainer):
-                writer.add_figure(f"gradient_flow/{layer}", gradient_flow_figure(steps, rows, layer), step)
+                writer.add_figure(f"vitals/gradient_flow/{layer}", gradient_flow_figure(steps, rows, layer), step)
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)

@@ -103,8 +103,8 @@ def read_run(folder: Path) -> Run:
             run.tokens_per_sec = float(result["tokens_per_sec"])
     if math.isnan(run.wall_seconds):  # running, stopped or failed: an estimate from the events
         run.wall_seconds = _event_span(events, tags)
-    if math.isnan(run.tokens_per_sec) and "perf/tokens_per_sec" in tags:
-        run.tokens_per_sec = statistics.median(e.value for e in events.Scalars("perf/tokens_per_sec"))
+    if math.isnan(run.tokens_per_sec) and "train/tokens_per_sec" in tags:
+        run.tokens_per_sec = statistics.median(e.value for e in events.Scalars("train/tokens_per_sec"))
     return run
 
 
@@ -242,3 +242,5 @@ class SummarizeSweep(Callback):
             print(f"no sweep summary: {e}")
             return
         print(f"sweep summary: {path} (and summary.csv, curves.png, by_parameter.png beside it)")
+        # TensorBoard names runs by their path below --logdir: from the sweep's folder a job is `0_rnn_u40`
+        print(f"view it:       tensorboard --logdir {path.parent}")

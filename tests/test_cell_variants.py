@@ -151,7 +151,7 @@ def test_a_custom_cell_tags_segments_decodes_resumes_and_shows_in_the_dashboards
         assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 6
     train(tiny_run_config(tiny_text, tmp_path / "lm", *cell, "diagnostics.every_n_steps=2"))
     scalars = read_scalars(tmp_path / "lm")
-    assert "gradient_flow/rnn.l0/first_over_last" in scalars and "cells/rnn.l0/saturated_frac" in scalars
+    assert "vitals/gradient_flow/rnn.l0/first_over_last" in scalars and "vitals/cells/rnn.l0/saturated_frac" in scalars
 
 
 @pytest.mark.parametrize("cell", ["lstm_peephole", "lstm_cifg", "lstm_no_output_gate", "lstm_no_forget_gate",

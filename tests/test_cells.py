@@ -97,7 +97,7 @@ def test_combine_only_where_it_is_defined():
         make_rnn("lstm", "scratch", 3, 4, combine="product")
 
 
-GATES = {  # the gates each cell records for the dashboards (docs/dashboards.md: cells/<layer>/<gate>)
+GATES = {  # the gates each cell records for the dashboards (docs/dashboards.md: vitals/cells/<layer>/<gate>)
     ("lstm", "standard"): {"input_gate", "forget_gate", "output_gate"},
     ("lstm", "peephole"): {"input_gate", "forget_gate", "output_gate"},
     ("lstm", "cifg"): {"forget_gate", "output_gate"},

@@ -49,7 +49,8 @@ def test_headline_command_learns_tinyshakespeare(tmp_path):
     for noise in ("LeafSpec", "litlogger", "not supported by the model summary"):  # filtered at the entry point
         assert noise not in result.stderr + result.stdout
     scalars = read_scalars(run_dir)
-    expected = {"train/loss", "val/loss", "val/bpc", "lr", "grad_norm/total", "grad_norm/rnn.weight_hh_l0"}
+    expected = {"train/loss", "val/loss", "val/bpc", "train/lr", "vitals/grad_norm/total",
+                "vitals/grad_norm/rnn.weight_hh_l0"}
     assert expected <= set(scalars)
     final_bpc = scalars["val/bpc"][-1]
     assert final_bpc[0] == 299 and final_bpc[1] < 3.0  # the validation after step 300

@@ -1,6 +1,6 @@
 """Gradient clipping as the optimizer sees it: the gradients it applies have a total norm of at most
-`clip` (exactly the unclipped norm below it), and the logged `grad_norm/total_after_clip` and
-`grad_norm/clipped_frac` are what clipping did, measured, not what it should have done."""
+`clip` (exactly the unclipped norm below it), and the logged `vitals/grad_norm/total_after_clip` and
+`vitals/grad_norm/clipped_frac` are what clipping did, measured, not what it should have done."""
 
 import pytest
 import pytorch_lightning as pl
@@ -50,12 +50,12 @@ def test_the_optimizer_applies_gradients_clipped_to_clip_and_the_logs_say_what_c
         else:
             assert s["applied"] == pytest.approx(CLIP, rel=1e-4), s  # scaled down to clip, not below it
     scalars = read_scalars(run_dir)  # logged at every step (log_every_n_steps=1)
-    assert [v for _, v in scalars["grad_norm/total"]] == pytest.approx([s["before"] for s in steps], rel=1e-6)
+    assert [v for _, v in scalars["vitals/grad_norm/total"]] == pytest.approx([s["before"] for s in steps], rel=1e-6)
     # Measured: torch scales by clip / (norm + 1e-6), so a clipped step's norm is a hair under clip,
     # which a value computed from the pre-clip norm (min(norm, clip)) would not be.
-    assert [v for _, v in scalars["grad_norm/total_after_clip"]] == pytest.approx([s["applied"] for s in steps],
+    assert [v for _, v in scalars["vitals/grad_norm/total_after_clip"]] == pytest.approx([s["applied"] for s in steps],
                                                                                    rel=1e-7)
-    assert [v for _, v in scalars["grad_norm/clipped_frac"]] == [float(c) for c in clipped]
+    assert [v for _, v in scalars["vitals/grad_norm/clipped_frac"]] == [float(c) for c in clipped]
 
 
 def test_without_clipping_the_gradients_are_applied_as_they_are(tiny_text, tmp_path):
@@ -65,9 +65,9 @@ def test_without_clipping_the_gradients_are_applied_as_they_are(tiny_text, tmp_p
     steps = RecordGradients.steps
     assert len(steps) == 4 and all(s["applied"] == s["before"] > CLIP * 0.5 for s in steps)
     scalars = read_scalars(run_dir)
-    assert [v for _, v in scalars["grad_norm/total_after_clip"]] == pytest.approx([s["applied"] for s in steps],
+    assert [v for _, v in scalars["vitals/grad_norm/total_after_clip"]] == pytest.approx([s["applied"] for s in steps],
                                                                                    rel=1e-7)
-    assert [v for _, v in scalars["grad_norm/clipped_frac"]] == [0.0] * 4
+    assert [v for _, v in scalars["vitals/grad_norm/clipped_frac"]] == [0.0] * 4
 
 
 def test_clipped_frac_is_the_share_of_clipped_steps_since_the_last_logging_step(tiny_text, tmp_path):
@@ -78,5 +78,5 @@ def test_clipped_frac_is_the_share_of_clipped_steps_since_the_last_logging_step(
     steps = RecordGradients.steps
     windows = [steps[0:4], steps[4:8]]  # logged at steps 3 and 7
     expected = [sum(s["applied"] < s["before"] for s in window) / 4 for window in windows]
-    assert [v for _, v in read_scalars(run_dir)["grad_norm/clipped_frac"]] == expected
+    assert [v for _, v in read_scalars(run_dir)["vitals/grad_norm/clipped_frac"]] == expected
     assert 0 < sum(expected) < 2

@@ -52,7 +52,7 @@ def test_every_optimizer_and_schedule_trains_and_logs_the_formulas_lr(tiny_text,
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir, f"optim={optim}", f"sched={sched}", *SCHED_ARGS[sched],
                           f"lr={LR}", "trainer.max_steps=8", "trainer.val_check_interval=2", "sample.length=0"))
-    lrs = [lr for _, lr in read_scalars(run_dir)["lr"]]
+    lrs = [lr for _, lr in read_scalars(run_dir)["train/lr"]]
     assert lrs == pytest.approx(expected_lrs(sched, 8), rel=1e-6)
     state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["optimizer_states"][0]
     # the optimizer in last.ckpt holds the lr for the next step
@@ -80,7 +80,7 @@ def test_plateau_schedule_resumes_with_its_counters(tiny_text, tmp_path):
     first = tmp_path / "first"
     train(tiny_run_config(tiny_text, first, *args, "trainer.max_steps=6"))
     train(tiny_run_config(tiny_text, first, *args, "trainer.max_steps=10", f"ckpt_path={first}"))
-    lrs = [lr for _, lr in read_scalars(first)["lr"]]
+    lrs = [lr for _, lr in read_scalars(first)["train/lr"]]
     assert lrs == pytest.approx(expected_lrs("plateau", 10), rel=1e-6)
 
 
@@ -121,7 +121,7 @@ def test_csv_logger_writes_metrics_beside_tensorboard(tiny_text, tmp_path):
     train(tiny_run_config(tiny_text, run_dir, "logger=many"))
     with open(run_dir / "csv" / "metrics.csv") as f:  # a folder of its own (conf/logger/csv.yaml)
         rows = list(csv.DictReader(f))
-    assert {"train/loss", "val/loss", "lr"} <= set(rows[0])
+    assert {"train/loss", "val/loss", "train/lr"} <= set(rows[0])
     assert [r["step"] for r in rows if r["train/loss"]] == ["0", "1", "2", "3"]
     assert "val/loss" in read_scalars(run_dir)  # and TensorBoard as before
 

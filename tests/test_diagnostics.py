@@ -115,10 +115,11 @@ def test_clipping_is_logged_before_and_after(tiny_text, tmp_path):
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir, "clip=1e-6"))
     scalars = read_scalars(run_dir)
-    assert [v for _, v in scalars["grad_norm/clipped_frac"]] == [1.0] * 4
+    assert [v for _, v in scalars["vitals/grad_norm/clipped_frac"]] == [1.0] * 4
     # Measured after torch's clip_grad_norm_, which scales by clip / (norm + 1e-6): a hair under clip.
-    assert all(v == pytest.approx(1e-6, rel=1e-4) and v <= 1e-6 for _, v in scalars["grad_norm/total_after_clip"])
-    assert all(v > 1e-6 for _, v in scalars["grad_norm/total"])
+    after_clip = [v for _, v in scalars["vitals/grad_norm/total_after_clip"]]
+    assert all(v == pytest.approx(1e-6, rel=1e-4) and v <= 1e-6 for v in after_clip)
+    assert all(v > 1e-6 for _, v in scalars["vitals/grad_norm/total"])
 
 
 def test_diagnostics_do_not_change_training(tiny_text, tmp_path):
@@ -128,9 +129,9 @@ def test_diagnostics_do_not_change_training(tiny_text, tmp_path):
         train(tiny_run_config(tiny_text, run_dir, f"diagnostics.every_n_steps={every}", "trainer.max_steps=6",
                               "arch.dropout=0.3", "trainer.precision=32-true"))
         runs[every] = (read_scalars(run_dir), load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["state_dict"])
-    flow = "gradient_flow/rnn.l0/first_over_last"
+    flow = "vitals/gradient_flow/rnn.l0/first_over_last"
     assert flow in runs[1][0] and flow not in runs[0][0]
-    for tag in ("train/loss", "val/loss", "grad_norm/total"):
+    for tag in ("train/loss", "val/loss", "vitals/grad_norm/total"):
         assert runs[0][0][tag] == runs[1][0][tag], tag
     for name, tensor in runs[0][1].items():
         assert torch.equal(runs[1][1][name], tensor), name
@@ -150,15 +151,15 @@ def test_event_files_hold_the_layout_the_samples_the_images_and_histograms(tiny_
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
     assert charts["loss: training vs validation (nats per token)"] == ["train/loss", "val/loss"]
     per_layer = {title.split(": ")[1]: tags for title, tags in charts.items() if title.startswith("gradient norm per")}
-    assert per_layer == {"embedding": ["grad_norm/embedding\\.weight$"],
-                         "rnn layer 0": [f"grad_norm/rnn\\.{p}_l0$" for p in
+    assert per_layer == {"embedding": ["vitals/grad_norm/embedding\\.weight$"],
+                         "rnn layer 0": [f"vitals/grad_norm/rnn\\.{p}_l0$" for p in
                                          ("weight_ih", "weight_hh", "bias_ih", "bias_hh")],
-                         "head": ["grad_norm/head\\.weight$", "grad_norm/head\\.bias$"]}
-    assert [e.step for e in events.Images("gradient_flow/rnn.l0")] == [0, 2]
-    assert {"weights/rnn.weight_hh_l0", "gradients/rnn.weight_hh_l0"} <= set(tags["histograms"])
+                         "head": ["vitals/grad_norm/head\\.weight$", "vitals/grad_norm/head\\.bias$"]}
+    assert [e.step for e in events.Images("vitals/gradient_flow/rnn.l0")] == [0, 2]
+    assert {"vitals/weights/rnn.weight_hh_l0", "vitals/gradients/rnn.weight_hh_l0"} <= set(tags["histograms"])
     scalars = read_scalars(run_dir)
-    assert [s for s, _ in scalars["gradient_flow/rnn.l0/first_over_last"]] == [0, 2]
-    assert 0 <= scalars["cells/rnn.l0/saturated_frac"][0][1] <= 1
+    assert [s for s, _ in scalars["vitals/gradient_flow/rnn.l0/first_over_last"]] == [0, 2]
+    assert 0 <= scalars["vitals/cells/rnn.l0/saturated_frac"][0][1] <= 1
 
 
 def test_validation_samples_are_the_same_for_the_same_seed(tiny_text, tmp_path):

@@ -1,4 +1,4 @@
-"""`gradient_flow/<layer>/first_over_last`, as the Diagnostics callback logs it, is ||dL_T/dh_1|| /
+"""`vitals/gradient_flow/<layer>/first_over_last`, as the Diagnostics callback logs it, is ||dL_T/dh_1|| /
 ||dL_T/dh_T|| of the norms `probe` finds on the very batch the step trained on, layer by layer; and
 the callback's images and histograms, with a logger of its own here (no training)."""
 
@@ -69,15 +69,15 @@ def test_first_over_last_is_the_ratio_of_the_probed_norms_of_the_same_batch(cell
 
     ((step, logged),) = logger.logged
     assert step == 6
-    assert {f"cells/{layer}/saturated_frac" for layer in expected} <= set(logged)  # tanh cells: saturation
+    assert {f"vitals/cells/{layer}/saturated_frac" for layer in expected} <= set(logged)  # tanh cells: saturation
     for layer, found in expected.items():
         norms = found["grad_norms"]
         assert len(norms) == 9 and len(set(norms)) == 9  # one per step of the window, all different
-        assert logged[f"gradient_flow/{layer}/first_over_last"] == pytest.approx(norms[0] / norms[-1], rel=1e-6)
-        assert logged[f"gradient_flow/{layer}/log10_first_over_last"] == pytest.approx(
+        assert logged[f"vitals/gradient_flow/{layer}/first_over_last"] == pytest.approx(norms[0] / norms[-1], rel=1e-6)
+        assert logged[f"vitals/gradient_flow/{layer}/first_over_last_log10"] == pytest.approx(
             math.log10(norms[0] / norms[-1]), rel=1e-6)
         for key, value in found["cells"].items():
-            assert logged[f"cells/{layer}/{key}"] == pytest.approx(value, rel=1e-6)
+            assert logged[f"vitals/cells/{layer}/{key}"] == pytest.approx(value, rel=1e-6)
     assert callback.history == {layer: [found["grad_norms"]] for layer, found in expected.items()}
 
 
@@ -114,11 +114,11 @@ def test_images_keep_the_last_rows_and_histograms_show_the_recurrent_weights_and
     added = logger.experiment.added
     histograms = [(tag, step) for kind, tag, _, step in added if kind == "histogram"]
     assert histograms == [(tag, step) for step in (0, 2, 4, 6) for tag in  # the step they are the weights of
-                          ("weights/rnn.weight_hh_l0", "gradients/rnn.weight_hh_l0")]
+                          ("vitals/weights/rnn.weight_hh_l0", "vitals/gradients/rnn.weight_hh_l0")]
     assert torch.equal(added[0][2], model.rnn.weight_hh_l0.detach())
     assert torch.equal(added[1][2], model.rnn.weight_hh_l0.grad)
     images = [(tag, image, step) for kind, tag, image, step in added if kind == "image"]
-    assert [(tag, step) for tag, _, step in images] == [("gradient_flow/rnn.l0", s) for s in (0, 2, 4, 6)]
+    assert [(tag, step) for tag, _, step in images] == [("vitals/gradient_flow/rnn.l0", s) for s in (0, 2, 4, 6)]
     norms = [probe(model, *batch, "relu")["rnn.l0"]["grad_norms"] for batch in batches]
     assert torch.equal(images[0][1][0], heatmap([norms[0]], scale=1)) and images[0][1][1] == ["0"]
     assert torch.equal(images[1][1][0], heatmap([norms[0], norms[2]], scale=1)) and images[1][1][1] == ["0", "2"]
@@ -126,8 +126,8 @@ def test_images_keep_the_last_rows_and_histograms_show_the_recurrent_weights_and
     assert torch.equal(images[3][1][0], heatmap([norms[0], norms[2]], scale=1)) and images[3][1][1] == ["4", "6"]
     assert callback.history == {"rnn.l0": [norms[0], norms[2]]} and callback.history_steps == {"rnn.l0": [4, 6]}
     assert [step for step, _ in logger.logged] == [0, 2, 4, 6] and logger.logged == plain.logged
-    assert set(logger.logged[0][1]) == {"gradient_flow/rnn.l0/first_over_last", "cells/rnn.l0/dead_frac",
-                                        "gradient_flow/rnn.l0/log10_first_over_last"}
+    assert set(logger.logged[0][1]) == {"vitals/gradient_flow/rnn.l0/first_over_last", "vitals/cells/rnn.l0/dead_frac",
+                                        "vitals/gradient_flow/rnn.l0/first_over_last_log10"}
 
 
 def test_no_histograms_when_turned_off_and_no_replay_without_loggers():

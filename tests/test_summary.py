@@ -106,7 +106,7 @@ def test_a_finished_run_reports_its_result_json_and_a_failed_one_its_error(tmp_p
 
 def test_a_running_run_is_measured_from_its_events(tmp_path):
     perf = [(4, 100.0, 1000.0), (9, 300.0, 1002.0), (14, 200.0, 1003.5)]
-    make_run(tmp_path / "running", LM, [2.0], scalars={"perf/tokens_per_sec": perf,
+    make_run(tmp_path / "running", LM, [2.0], scalars={"train/tokens_per_sec": perf,
                                                        "train/loss": [(4, 3.0, 1000.0), (9, 2.7, 1002.0),
                                                                       (14, 2.5, 1003.5)]})
     (tmp_path / "short").mkdir()
@@ -164,7 +164,8 @@ def test_a_sweep_ends_with_its_summary_or_says_why_there_is_none(tmp_path, capsy
         SummarizeSweep().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / folder)}}}))
     out = capsys.readouterr().out.splitlines()
     assert out == [f"sweep summary: {tmp_path / 'sweep' / 'summary.md'} (and summary.csv, curves.png, by_parameter.png "
-                   "beside it)", f"no sweep summary: no run under {tmp_path / 'empty'} (no .hydra/config.yaml)"]
+                   "beside it)", f"view it:       tensorboard --logdir {tmp_path / 'sweep'}",
+                   f"no sweep summary: no run under {tmp_path / 'empty'} (no .hydra/config.yaml)"]
 
 
 def runs_of(grid):

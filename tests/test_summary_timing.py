@@ -1,5 +1,5 @@
 """Wall time and throughput in result.json and sweep summaries: measured by callbacks.Report for runs
-of any length (no logged perf/tokens_per_sec needed), and summed over a resumed run's attempts."""
+of any length (no logged train/tokens_per_sec needed), and summed over a resumed run's attempts."""
 
 import csv
 import json
@@ -46,7 +46,7 @@ def summary_rows(root: Path) -> dict[str, dict[str, str]]:
 
 def test_a_run_shorter_than_log_every_n_steps_gets_measured_wall_time_and_throughput(tiny_text, tmp_path):
     run_dir = tmp_path / "sweep" / "short"
-    # 4 steps, logged every 50: no train/loss and no perf/tokens_per_sec is ever logged.
+    # 4 steps, logged every 50: no train/loss and no train/tokens_per_sec is ever logged.
     cfg = tiny_run_config(tiny_text, run_dir, "trainer.log_every_n_steps=50", "sample.length=0", *SLOW)
     started = time.perf_counter()
     train(cfg)

@@ -36,7 +36,7 @@ def test_relu_rnn_with_sgd_and_exponential_decay(tiny_text, tmp_path):
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir, "cell=rnn", "cell.activation=relu", "optim=sgd", "lr=0.5", "clip=5",
                           "sched=exponential", "sched.decay_rate=0.5", "sched.decay_steps=2"))
-    lrs = [lr for _, lr in read_scalars(run_dir)["lr"]]
+    lrs = [lr for _, lr in read_scalars(run_dir)["train/lr"]]
     # lr = 0.5 * 0.5 ** (step / 2), read before each optimizer step
     assert lrs == pytest.approx([0.5 * 0.5 ** (s / 2) for s in range(4)], rel=1e-6)
 
@@ -62,17 +62,19 @@ def test_logs_every_tag_every_n_steps(tiny_text, tmp_path):
     scalars = read_scalars(run_dir)
     params = ["embedding.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0",
               "head.weight", "head.bias"]
-    for tag in ["train/loss", "lr", "grad_norm/total", *(f"grad_norm/{p}" for p in params)]:
+    for tag in ["train/loss", "train/lr", "train/lr_log10", "vitals/grad_norm/total",
+                *(f"vitals/grad_norm/{p}" for p in params)]:
         assert [step for step, _ in scalars[tag]] == [2, 5], tag
     for tag in ["val/loss", "val/bpc"]:
         assert len(scalars[tag]) >= 2, tag
-    assert not [tag for tag in scalars if tag.startswith("hp/")]  # those are in the HParams sub-run only
+    assert not [tag for tag in scalars if tag.startswith("val_hp/")]  # those are in the HParams sub-run only
+    assert [v for _, v in scalars["train/lr_log10"]] == pytest.approx([math.log10(v) for _, v in scalars["train/lr"]])
     # bits per character are nats per character over ln 2
     for (_, loss), (_, bpc) in zip(scalars["val/loss"], scalars["val/bpc"], strict=True):
         assert bpc == pytest.approx(loss / math.log(2))
     # the total is the norm of the per-parameter norms
-    total = scalars["grad_norm/total"][0][1]
-    assert total == pytest.approx(math.sqrt(sum(scalars[f"grad_norm/{p}"][0][1] ** 2 for p in params)), rel=1e-5)
+    total = scalars["vitals/grad_norm/total"][0][1]
+    assert total == pytest.approx(math.sqrt(sum(scalars[f"vitals/grad_norm/{p}"][0][1] ** 2 for p in params)), rel=1e-5)
 
 
 def test_hparams_go_to_a_sub_run_with_every_setting_and_the_hp_metrics_only_where_measured(tiny_text, tmp_path):
@@ -98,9 +100,9 @@ def test_hparams_go_to_a_sub_run_with_every_setting_and_the_hp_metrics_only_wher
     with pytest.raises(KeyError, match="could not be found"):  # nothing in the run itself for the tab to take
         main.PluginTagToContent("hparams")
     scalars, validations = read_scalars(run_dir / "hparams"), read_scalars(run_dir)["val/bpc"]
-    assert set(scalars) == {"hp/val_bpc", "hp/best_val_bpc"}
-    assert scalars["hp/val_bpc"] == validations  # at each validation's step, none at step 0
-    assert scalars["hp/best_val_bpc"][-1][1] == pytest.approx(best, rel=1e-6)  # train() returns it
+    assert set(scalars) == {"val_hp/bpc", "val_hp/best_bpc"}
+    assert scalars["val_hp/bpc"] == validations  # at each validation's step, none at step 0
+    assert scalars["val_hp/best_bpc"][-1][1] == pytest.approx(best, rel=1e-6)  # train() returns it
 
 
 def test_resume_restores_weights_optimizer_and_step(tiny_text, tmp_path):
@@ -214,7 +216,7 @@ def test_word_level_training_logs_perplexity_and_samples_words(tiny_text, tmp_pa
     assert "val/bpc" not in scalars
     for (_, loss), (_, ppl) in zip(scalars["val/loss"], scalars["val/ppl"], strict=True):
         assert ppl == pytest.approx(math.exp(loss), rel=1e-5)
-    assert read_scalars(run_dir / "hparams")["hp/best_val_ppl"][-1][1] == pytest.approx(best, rel=1e-5)  # returned
+    assert read_scalars(run_dir / "hparams")["val_hp/best_ppl"][-1][1] == pytest.approx(best, rel=1e-5)  # returned
     sample = capsys.readouterr().out.split("---\n")[1]
     words = set(tiny_text.read_text().split())
     assert sample.startswith("the ") and set(sample.split()) <= words | {"<unk>"}

@@ -34,7 +34,7 @@ def test_best_checkpoint_holds_the_best_validation_of_the_run(tiny_text, tmp_pat
     best = run_dir / "checkpoints" / "best.ckpt"
     assert load_checkpoint(best)["global_step"] == best_step + 1
     assert best_checkpoint_score(best) == pytest.approx(best_bpc, rel=1e-6)
-    assert read_scalars(run_dir / "hparams")["hp/best_val_bpc"][-1][1] == pytest.approx(best_bpc, rel=1e-6)
+    assert read_scalars(run_dir / "hparams")["val_hp/best_bpc"][-1][1] == pytest.approx(best_bpc, rel=1e-6)
     printed = capsys.readouterr().out
     assert f"best  val/bpc {best_bpc:.4f} at step {best_step + 1}: {best.resolve()}" in printed
     assert f"val/bpc {scalars['val/bpc'][-1][1]:.4f} after {steps} steps" in printed

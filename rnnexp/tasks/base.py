@@ -93,7 +93,7 @@ class Task(pl.LightningModule):
     `training_step` (calling `count_train`), and reports validation through `log_validation`.
     `score_name` is its main metric, `val/<score_name>` (`rnnexp.metrics.main_metric`, from the config
     alone, so that summaries and searches know it without the task): the one best.ckpt, early stopping and
-    the HParams tab (`hp/val_<score_name>`, `hp/best_val_<score_name>`) follow; `score()` turns a
+    the HParams tab (`val_hp/<score_name>`, `val_hp/best_<score_name>`) follow; `score()` turns a
     loss into it where it is a function of the loss."""
 
     # The keys its `data` config may hold (conf/data/*.yaml), checked before training starts.
@@ -267,7 +267,7 @@ class Task(pl.LightningModule):
             return
         total = torch.nn.utils.get_total_norm([g for _, g in named_grads])
         self._guard_gradients(total, optimizer)
-        norms = {f"grad_norm/{name}": torch.linalg.vector_norm(g) for name, g in named_grads} \
+        norms = {f"vitals/grad_norm/{name}": torch.linalg.vector_norm(g) for name, g in named_grads} \
             if self._is_log_step() else None
         self._pre_clip = (total, norms)
 
@@ -275,7 +275,7 @@ class Task(pl.LightningModule):
                                     gradient_clip_algorithm: str | None = None) -> None:
         """Lightning's clipping (the Trainer's gradient_clip_val, which is `clip`), then what it did,
         measured on the device: the total norm of the gradients the optimizer is about to apply
-        (`grad_norm/total_after_clip`), and whether clipping shrank them (`grad_norm/clipped_frac`).
+        (`vitals/grad_norm/total_after_clip`), and whether clipping shrank them (`vitals/grad_norm/clipped_frac`).
         At logging steps every value goes to the loggers in one copy to the host."""
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         if self._pre_clip is None:  # nothing to apply (a skipped step)
@@ -289,9 +289,9 @@ class Task(pl.LightningModule):
         if norms is None:
             return
         self.raise_if_diverged()
-        norms["grad_norm/total"] = before
-        norms["grad_norm/total_after_clip"] = after
-        norms["grad_norm/clipped_frac"] = self._window_clipped / max(self._window_updates, 1)
+        norms["vitals/grad_norm/total"] = before
+        norms["vitals/grad_norm/total_after_clip"] = after
+        norms["vitals/grad_norm/clipped_frac"] = self._window_clipped / max(self._window_updates, 1)
         train_loss = self.sum_over_ranks(self._loss_sum / max(self._window_steps, 1)) / self.ranks()
         elapsed = time.perf_counter() - self._window_start
         tokens_per_sec = self._window_tokens * self.ranks() / elapsed  # of all DDP processes together
@@ -300,7 +300,10 @@ class Task(pl.LightningModule):
         # and a kill in between would lose them for good).
         on_device = {**norms, "train/loss": train_loss}
         metrics = dict(zip(on_device, torch.stack([v.float() for v in on_device.values()]).tolist(), strict=True))
-        metrics.update({"lr": optimizer.param_groups[0]["lr"], "perf/tokens_per_sec": tokens_per_sec})
+        lr = optimizer.param_groups[0]["lr"]
+        # lr_log10: SGD's 0.5 and Adam's 0.003 on one linear chart (Custom Scalars) would be a line and zero
+        metrics.update({"train/lr": lr, "train/lr_log10": math.log10(lr) if lr > 0 else -math.inf,
+                        "train/tokens_per_sec": tokens_per_sec})
         for logger in self.loggers:
             logger.log_metrics(metrics, step=self.global_step)
             logger.save()
@@ -390,16 +393,16 @@ class Task(pl.LightningModule):
         if self.plateau is not None:
             self.plateau.step(loss)
         name = self.score_name
-        values = {"val/loss": loss, **{k: float(v) for k, v in metrics.items()}, f"hp/val_{name}": value,
-                  f"hp/best_val_{name}": self.best_score}
+        values = {"val/loss": loss, **{k: float(v) for k, v in metrics.items()}, f"val_hp/{name}": value,
+                  f"val_hp/best_{name}": self.best_score}
         # For checkpoints, early stopping and the progress bar. Under DDP the values are the same in
         # every process (summed over all of them); syncing keeps Lightning from asking for it.
         self.log_dict(values, logger=False, sync_dist=self.ranks() > 1)
         # Written by us at the step of the last training batch before it (Lightning's convention,
         # so that a resume's purge at the checkpoint's step keeps it), whatever Lightning's own
         # logger step counter says after a resume. TensorBoard gets the hp/ metrics in the HParams
-        # sub-run only (on_fit_start): hp/val_ is val/ again, and the tab reads them there.
-        hparams_metrics = {k: v for k, v in values.items() if k.startswith("hp/")}
+        # sub-run only (on_fit_start): val_hp/ is val/ again, and the tab reads them there.
+        hparams_metrics = {k: v for k, v in values.items() if k.startswith("val_hp/")}
         for logger in self.loggers:
             tensorboard = isinstance(logger, pl.loggers.TensorBoardLogger)
             logger.log_metrics({k: v for k, v in values.items() if not (tensorboard and k in hparams_metrics)},
@@ -452,21 +455,21 @@ class Task(pl.LightningModule):
         return {
             "training": {
                 "loss: training vs validation (nats per token)": ["Multiline", ["train/loss", "val/loss"]],
-                f"validation {main}, and the best so far": ["Multiline", [f"val/{main}", f"hp/best_val_{main}"]],
-                "learning rate": ["Multiline", ["lr"]],
-                "tokens per second": ["Multiline", ["perf/tokens_per_sec"]],
+                f"validation {main}, and the best so far": ["Multiline", [f"val/{main}", f"val_hp/best_{main}"]],
+                "learning rate, log10 (optimizers' rates side by side)": ["Multiline", ["train/lr_log10"]],
+                "tokens per second": ["Multiline", ["train/tokens_per_sec"]],
             },
             "gradients": {
-                "total norm, before and after clipping": ["Multiline", ["grad_norm/total$",
-                                                                        "grad_norm/total_after_clip"]],
-                "share of steps clipped": ["Multiline", ["grad_norm/clipped_frac"]],
+                "total norm, before and after clipping": ["Multiline", ["vitals/grad_norm/total$",
+                                                                        "vitals/grad_norm/total_after_clip"]],
+                "share of steps clipped": ["Multiline", ["vitals/grad_norm/clipped_frac"]],
                 **self.gradient_norm_charts(),
                 "gradient flow: log10 |dL_T/dh_1| / |dL_T/dh_T| (0: all of it arrives; -20: vanished)":
-                    ["Multiline", [r"gradient_flow/.*/log10_first_over_last"]],
+                    ["Multiline", [r"vitals/gradient_flow/.*/first_over_last_log10"]],
             },
             "cells": {
-                "saturated (|h| > 0.95) or dead (ReLU) units": ["Multiline", [r"cells/.*_frac"]],
-                "mean gate openings": ["Multiline", [r"cells/.*_gate"]],
+                "saturated (|h| > 0.95) or dead (ReLU) units": ["Multiline", [r"vitals/cells/.*_frac"]],
+                "mean gate openings": ["Multiline", [r"vitals/cells/.*_gate"]],
             },
         }
 
@@ -478,7 +481,7 @@ class Task(pl.LightningModule):
             module, _, parameter = name.rpartition(".")
             layer = re.search(r"_l(\d+)(_reverse)?$", parameter)  # torch's fused stacks: weight_hh_l0, ..._reverse
             key = f"{module} layer {layer[1]}{' reverse' if layer[2] else ''}" if layer else module or parameter
-            layers.setdefault(key, []).append(f"grad_norm/{re.escape(name)}$")
+            layers.setdefault(key, []).append(f"vitals/grad_norm/{re.escape(name)}$")
         return {f"gradient norm per parameter: {key}": ["Multiline", tags] for key, tags in layers.items()}
 
     def extra_state(self) -> dict[str, Any]:

@@ -141,7 +141,7 @@ def gradient_flow_figure(steps: list[int], rows: list[list[float]], layer: str, 
         figure, axes = plt.subplots(figsize=(4.4, 2.15), dpi=100)
         axes.imshow(heatmap(rows, orders, scale=1).permute(1, 2, 0).numpy(), aspect="auto", interpolation="nearest",
                     extent=(0.5, window + 0.5, len(rows) - 0.5, -0.5))
-        shown = range(0, len(rows), max(1, len(rows) // 8))  # at most about 8 labels
+        shown = range(0, len(rows), -(-len(rows) // 6))  # at most 6 labels: 12.5-pixel text in 150 pixels
         axes.set_yticks(list(shown), [str(steps[i]) for i in shown])
         axes.set_xlabel("t, step of the window (L_T: the last's loss)")
         axes.set_ylabel("training step")

@@ -6,11 +6,18 @@ TensorBoard events and result.json (wall time and tokens/s, as callbacks.Report 
 Writes summary.md (a markdown table sorted by the main metric, best first), summary.csv, curves.png
 (every run's validation curve) and by_parameter.png (the best value against the first swept
 setting, one line per value of the second). Works on a sweep still running or partly failed.
+
+Seeds are replicates: where `seed` is swept, each combination of the other swept settings gets the
+mean, standard deviation, number of seeds and 95% confidence interval (Student's t) of its runs' best
+values, in summary.md, in summary.csv (`best_mean`, `best_std`, `n`, `best_ci95`, the half-width) and
+as error bars in by_parameter.png; `compare` states the difference between two values of a setting,
+paired by seed, with its interval.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import math
@@ -126,6 +133,86 @@ def swept_keys(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({run.overrides.get(k) for run in runs}) > 1]
 
 
+@dataclass
+class Interval:
+    """The mean of `n` values with their sample standard deviation and the half-width of the mean's 95%
+    confidence interval, Student's t with n - 1 degrees of freedom (NaN for one value: no spread known)."""
+
+    mean: float
+    std: float
+    n: int
+    ci95: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Interval:
+        n = len(values)
+        if n < 2:
+            return cls(values[0] if values else math.nan, math.nan, n, math.nan)
+        from scipy.stats import t
+
+        std = statistics.stdev(values)
+        return cls(statistics.fmean(values), std, n, float(t.ppf(0.975, n - 1)) * std / math.sqrt(n))
+
+    def text(self, digits: int = 4) -> str:
+        """`1.2345 ± 0.0123`, or the value alone for one seed."""
+        mean = f"{self.mean:.{digits}f}"
+        return mean if math.isnan(self.ci95) else f"{mean} ± {self.ci95:.{digits}f}"
+
+
+def by_setting(runs: list[Run], keys: list[str]) -> dict[tuple[str, ...], list[Run]]:
+    """The runs with a best value, grouped by their values of `keys` (the swept settings but the seed)."""
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        if run.best is not None:
+            groups.setdefault(tuple(run.overrides.get(k, "") for k in keys), []).append(run)
+    return groups
+
+
+@dataclass
+class Comparison:
+    """`key`=b against `key`=a at one combination of the other swept settings: the difference of the best
+    values (b - a), paired by seed, with its interval."""
+
+    others: dict[str, str]
+    difference: Interval
+    metric: str
+    higher_is_better: bool
+
+    def verdict(self, key: str, a: str, b: str) -> str:
+        d = self.difference
+        where = ", ".join(f"{k}={v}" for k, v in self.others.items())
+        seeds = f"{d.n} seed{'s' if d.n != 1 else ''}"
+        line = f"{where + ': ' if where else ''}{key}={b} vs {key}={a}: {d.mean:+.4f}"
+        if math.isnan(d.ci95):
+            return f"{line} {self.metric}, {seeds}: not resolved (one pair: no interval)"
+        line += f" ± {d.ci95:.4f} {self.metric}, {seeds}: "
+        if abs(d.mean) <= d.ci95:
+            return line + "not resolved at this budget (the interval contains 0)"
+        better = b if (d.mean > 0) == self.higher_is_better else a
+        return line + f"{key}={better} is better"
+
+
+def compare(runs: list[Run], key: str, a: str, b: str) -> list[Comparison]:
+    """`key`=b against `key`=a, one Comparison per combination of the other swept settings (the seed
+    excepted): runs are paired when every other override, the seed included, is the same."""
+    swept = swept_keys(runs)
+    if key not in swept:
+        raise ValueError(f"{key} is not a swept setting of these runs; they sweep {', '.join(swept) or 'nothing'}")
+    others = [k for k in swept if k not in (key, "seed")]
+    paired = [k for k in swept if k != key]
+    results = []
+    for values, group in by_setting(runs, others).items():
+        best = {value: {tuple(r.overrides.get(k, "") for k in paired): r.best[1]
+                        for r in group if r.overrides.get(key) == value} for value in (a, b)}
+        pairs = [(best[a][p], best[b][p]) for p in best[a] if p in best[b]]
+        if pairs:
+            results.append(Comparison(dict(zip(others, values, strict=True)), Interval.of([y - x for x, y in pairs]),
+                                      group[0].metric, group[0].higher_is_better))
+    if not results:
+        raise ValueError(f"no runs with {key}={a} and {key}={b} whose other settings match")
+    return results
+
+
 def summarize(root: Path, x: str | None = None, lines: str | None = None) -> Path:
     """Write summary.md, summary.csv and the plots into `root`; returns summary.md's path. Runs whose
     main metrics differ (a sweep over tasks: val/mse and val/loss) get a table and a chart each.
@@ -151,8 +238,19 @@ def summarize(root: Path, x: str | None = None, lines: str | None = None) -> Pat
         header = ["run", *swept, f"best {metric}", "step of best", f"final {metric}", "steps", "tokens/s", "wall s",
                   "status"]
         rows = [[run.folder.name, *(run.overrides.get(k, "") for k in swept), *_measures(run)] for run in ordered]
-        table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
-                          ["| " + " | ".join(row) + " |" for row in rows])
+        table = _markdown(header, rows)
+        if "seed" in swept:  # seeds are replicates: each setting's mean and interval, beside its runs
+            others = [k for k in swept if k != "seed"]
+            settings = {values: Interval.of([r.best[1] for r in group])
+                        for values, group in by_setting(members, others).items()}
+            ranked = sorted(settings.items(), key=lambda item: -item[1].mean if members[0].higher_is_better
+                            else item[1].mean)
+            table = _markdown([*others, "n", f"best {metric}: mean ± 95% CI", "std"],
+                              [[*values, str(i.n), i.text(), _number(i.std, ".4f")] for values, i in ranked]) + \
+                f"\n\n(mean of the seeds' best values; ± the half-width of its 95% interval, Student's t)\n\n{table}"
+            header = [*header, "best_mean", "best_std", "n", "best_ci95"]
+            rows = [[*row, *_interval_columns(settings.get(tuple(run.overrides.get(k, "") for k in others)))]
+                    for row, run in zip(rows, ordered, strict=True)]
         sections.append(table if len(groups) == 1 else f"## {metric}: {len(members)} runs\n\n{table}")
         csv_rows += [header, *rows]
         plotted.append((metric, ordered, swept))
@@ -162,6 +260,17 @@ def summarize(root: Path, x: str | None = None, lines: str | None = None) -> Pat
         csv.writer(f).writerows(csv_rows)  # one header row per metric
     plot(plotted, root)
     return root / "summary.md"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
+                     ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _interval_columns(interval: Interval | None) -> list[str]:
+    if interval is None:  # a run without a best value yet
+        return ["", "", "", ""]
+    return [f"{interval.mean:.6g}", _number(interval.std, ".6g"), str(interval.n), _number(interval.ci95, ".6g")]
 
 
 def _measures(run: Run) -> list[str]:
@@ -207,21 +316,44 @@ def plot(groups: list[tuple[str, list[Run], list[str]]], root: Path) -> None:
 
 
 def plot_by_parameter(axes: Any, runs: list[Run], swept: list[str], metric: str, name: str) -> None:
-    """The best value against the first swept setting, one line per value of the second."""
+    """The best value against the first swept setting, one line per value of the second; with `seed`
+    swept, the mean of the seeds with its 95% interval as error bars. A log axis where the setting's
+    values are geometric (unroll 5, 10, ..., 80; lr; hidden size)."""
+    swept = [k for k in swept if k != "seed"] or swept
     x_key, line_key = swept[0], (swept[1] if len(swept) > 1 else None)
     xs = list(dict.fromkeys(run.overrides.get(x_key, "") for run in runs))
     numeric = all(_is_number(x) for x in xs)
     xs = sorted(xs, key=float) if numeric else xs
+    seeds = "seed" in swept_keys(runs)
     for line in dict.fromkeys(run.overrides.get(line_key, "") for run in runs) if line_key else [""]:
-        points = [(x, next((r.best[1] for r in runs if r.best and r.overrides.get(x_key, "") == x and
-                            (not line_key or r.overrides.get(line_key, "") == line)), math.nan)) for x in xs]
-        positions = [float(x) for x, _ in points] if numeric else list(range(len(points)))
-        axes.plot(positions, [v for _, v in points], marker="o", label=f"{line_key}={line}" if line_key else None)
-    if not numeric:
+        # the seeds' mean and interval; without seeds, the first run's value (one run per point in a grid)
+        points = [Interval.of([r.best[1] for r in runs if r.best and r.overrides.get(x_key, "") == x and
+                               (not line_key or r.overrides.get(line_key, "") == line)][:None if seeds else 1])
+                  for x in xs]
+        positions = [float(x) for x in xs] if numeric else list(range(len(xs)))
+        label = f"{line_key}={line}" if line_key else None
+        if seeds:
+            axes.errorbar(positions, [p.mean for p in points], yerr=[p.ci95 for p in points], marker="o", capsize=3,
+                          label=label)
+        else:
+            axes.plot(positions, [p.mean for p in points], marker="o", label=label)
+    if numeric and geometric([float(x) for x in xs]):
+        axes.set_xscale("log")
+        axes.set_xticks([float(x) for x in xs], xs)
+        axes.minorticks_off()
+    elif not numeric:
         axes.set_xticks(range(len(xs)), xs, rotation=30, ha="right")
-    axes.set(xlabel=x_key, ylabel=f"best {metric}", title=f"{name}: best {metric} by {x_key}")
+    what = f"best {metric}" + (", mean of the seeds ± 95% CI" if seeds else "")
+    axes.set(xlabel=x_key, ylabel=what, title=f"{name}: {what} by {x_key}")
     if line_key:
         axes.legend(fontsize="small")
+
+
+def geometric(values: list[float]) -> bool:
+    """Values that grow by a factor rather than a step (5, 10, 20, 40, 80): each at least 1.5x the one
+    before, all positive. Such settings read on a log axis."""
+    ordered = sorted(values)
+    return len(ordered) > 2 and ordered[0] > 0 and all(b >= 1.5 * a for a, b in itertools.pairwise(ordered))
 
 
 def _is_number(text: str) -> bool:

@@ -1,0 +1,134 @@
+"""Seeds as replicates (issue 20): a sweep over `seed` is summarised per setting with the mean, standard
+deviation, number of seeds and the 95% confidence interval of the best values (Student's t); comparisons
+are paired by seed; by_parameter.png draws error bars, on a log axis for geometric settings."""
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rnnexp.summary import Interval, Run, compare, geometric, plot_by_parameter, summarize
+from tests.helpers import REPO
+from tests.test_summary import LM, make_run
+
+T_975 = {1: 12.706204736174707, 2: 4.302652729911275, 4: 2.7764451051977987}  # Student's t, 97.5% quantile
+
+
+def test_the_interval_of_a_known_sample_is_the_t_formula():
+    for values, df in (([1.0, 2.0, 3.0], 2), ([2.5, 2.9], 1), ([1.0, 1.2, 0.7, 1.9, 1.1], 4)):
+        n, mean = len(values), sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))  # the sample's (n - 1)
+        found = Interval.of(values)
+        assert (found.n, found.mean, found.std) == (n, pytest.approx(mean), pytest.approx(std))
+        assert found.ci95 == pytest.approx(T_975[df] * std / math.sqrt(n), rel=1e-9)
+    one = Interval.of([1.5])  # one seed: a value, no spread
+    assert one.mean == 1.5 and one.n == 1 and math.isnan(one.std) and math.isnan(one.ci95)
+    assert one.text() == "1.5000" and Interval.of([1.0, 2.0, 3.0]).text(2) == "2.00 ± 2.48"
+
+
+def seeded_sweep(root: Path, bests: dict[tuple[str, str], list[float]]) -> None:
+    """Run folders of `-m cell=... seed=1,2,...` whose best val/bpc is given per (cell, lr)."""
+    for (cell, lr), values in bests.items():
+        for seed, best in enumerate(values, start=1):
+            make_run(root / f"{cell}_lr{lr}_s{seed}", LM, [best + 0.5, best],
+                     overrides=[f"cell={cell}", f"lr={lr}", f"seed={seed}"])
+
+
+def test_grouping_takes_the_seeds_as_replicates_and_nothing_else(tmp_path):
+    seeded_sweep(tmp_path, {("rnn", "0.01"): [2.0, 2.2, 2.4], ("lstm", "0.01"): [1.5, 1.6, 1.7],
+                            ("lstm", "0.1"): [1.9, 1.9]})
+    summarize(tmp_path)
+    with open(tmp_path / "summary.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8  # every run keeps its row, with its setting's figures beside it
+    by_run = {row["run"]: row for row in rows}
+    rnn = Interval.of([2.0, 2.2, 2.4])
+    for seed in (1, 2, 3):
+        row = by_run[f"rnn_lr0.01_s{seed}"]
+        assert (row["n"], float(row["best_mean"]), float(row["best_std"]), float(row["best_ci95"])) == (
+            "3", pytest.approx(rnn.mean), pytest.approx(rnn.std), pytest.approx(rnn.ci95, rel=1e-5))
+    assert {by_run[f"lstm_lr0.1_s{s}"]["n"] for s in (1, 2)} == {"2"}  # another lr: a setting of its own
+    assert float(by_run["lstm_lr0.1_s1"]["best_std"]) == 0.0
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert "| cell | lr | n | best val/bpc: mean ± 95% CI | std |" in summary
+    settings = [line for line in summary.splitlines() if line.startswith(("| rnn |", "| lstm |"))]
+    assert settings == [f"| lstm | 0.01 | 3 | 1.6000 ± {Interval.of([1.5, 1.6, 1.7]).ci95:.4f} | 0.1000 |",
+                        "| lstm | 0.1 | 2 | 1.9000 ± 0.0000 | 0.0000 |",
+                        f"| rnn | 0.01 | 3 | 2.2000 ± {rnn.ci95:.4f} | 0.2000 |"]  # best first
+
+
+def test_one_seed_keeps_the_table_as_it_was(tmp_path):
+    seeded_sweep(tmp_path, {("rnn", "0.01"): [2.0], ("lstm", "0.01"): [1.5]})
+    summarize(tmp_path)
+    header = (tmp_path / "summary.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert "best_mean" not in header and "95% CI" not in (tmp_path / "summary.md").read_text(encoding="utf-8")
+
+
+def runs(grid: dict[tuple[str, str], list[float]], key: str = "unroll") -> list[Run]:
+    return [Run(Path(f"{cell}_{value}_{seed}"), {"cell": cell, key: value, "seed": str(seed)}, "val/bpc", False,
+                [(99, best)]) for (cell, value), bests in grid.items() for seed, best in enumerate(bests, start=1)]
+
+
+def test_a_comparison_pairs_runs_by_seed_within_each_other_setting():
+    grid = {("lstm", "20"): [1.60, 1.70, 1.65], ("lstm", "80"): [1.57, 1.68, 1.62],
+            ("rnn", "20"): [2.0, 2.1, 2.2], ("rnn", "80"): [2.3, 1.9, 2.2]}
+    lstm, rnn = compare(runs(grid), "unroll", "20", "80")
+    assert (lstm.others, rnn.others) == ({"cell": "lstm"}, {"cell": "rnn"})
+    paired = Interval.of([-0.03, -0.02, -0.03])  # seed by seed; unpaired, the spread of seeds would swamp it
+    assert (lstm.difference.mean, lstm.difference.ci95) == (pytest.approx(paired.mean), pytest.approx(paired.ci95))
+    assert lstm.verdict("unroll", "20", "80") == (
+        f"cell=lstm: unroll=80 vs unroll=20: {paired.mean:+.4f} ± {paired.ci95:.4f} val/bpc, 3 seeds: "
+        "unroll=80 is better")
+    assert rnn.verdict("unroll", "20", "80").endswith("not resolved at this budget (the interval contains 0)")
+    f1 = [Run(Path(f"{v}{s}"), {"k": v, "seed": str(s)}, "val/f1", True, [(9, f)])  # higher is better
+          for v, s, f in (("a", 1, 0.5), ("a", 2, 0.6), ("b", 1, 0.7), ("b", 2, 0.81))]
+    assert compare(f1, "k", "a", "b")[0].verdict("k", "a", "b").endswith("k=b is better")
+
+
+def test_a_comparison_leaves_out_runs_without_a_partner_and_says_when_nothing_pairs():
+    grid = {("lstm", "20"): [1.6, 1.7, 1.65], ("lstm", "80"): [1.5]}  # seed 1 only at unroll 80
+    (only,) = compare(runs(grid), "unroll", "20", "80")
+    assert only.difference.n == 1
+    assert only.verdict("unroll", "20", "80").endswith("not resolved (one pair: no interval)")
+    with pytest.raises(ValueError, match="no runs with unroll=20 and unroll=40"):
+        compare(runs(grid), "unroll", "20", "40")
+    with pytest.raises(ValueError, match="lr is not a swept setting"):
+        compare(runs(grid), "lr", "1", "2")
+
+
+def test_by_parameter_draws_the_seeds_mean_with_its_interval_on_a_log_axis_for_geometric_settings():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = {("lstm", u): [1.0 + 0.1 * k, 1.2 + 0.1 * k, 1.1 + 0.1 * k] for k, u in enumerate(("5", "10", "20", "40"))}
+    figure, axes = plt.subplots()
+    plot_by_parameter(axes, runs(grid), ["unroll", "cell", "seed"], "val/bpc", "study")
+    (container,) = axes.containers  # one line (cell=lstm) with error bars
+    line = container.lines[0]
+    assert list(line.get_xdata()) == [5, 10, 20, 40] and list(line.get_ydata()) == pytest.approx([1.1, 1.2, 1.3, 1.4])
+    (bars,) = container.lines[2]
+    segments = bars.get_segments()
+    assert [s[1][1] - s[0][1] for s in segments] == pytest.approx([2 * Interval.of([1.0, 1.2, 1.1]).ci95] * 4)
+    assert axes.get_xscale() == "log" and "95% CI" in axes.get_ylabel()
+    plt.close(figure)
+    assert geometric([5, 10, 20, 40, 80]) and geometric([0.1, 0.25, 0.5, 1.0, 1.5, 2.5])
+    assert not geometric([1, 2, 3, 4]) and not geometric([0, 1, 10]) and not geometric([10, 20])
+
+
+def test_summarize_compare_on_the_command_line(tmp_path):
+    seeded_sweep(tmp_path, {("rnn", "0.01"): [2.0, 2.2, 2.4], ("lstm", "0.01"): [1.5, 1.6, 1.7]})
+    result = subprocess.run([sys.executable, "scripts/summarize.py", str(tmp_path), "--compare", "cell=rnn,lstm"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    differences = Interval.of([-0.5, -0.6, -0.7])
+    assert result.stdout.strip().splitlines()[-1] == (
+        f"cell=lstm vs cell=rnn: {differences.mean:+.4f} ± {differences.ci95:.4f} val/bpc, 3 seeds: "
+        "cell=lstm is better")
+    wrong = subprocess.run([sys.executable, "scripts/summarize.py", str(tmp_path), "--compare", "cell=rnn"],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and wrong.stderr.strip() == "error: --compare takes KEY=A,B, e.g. unroll=20,80"

@@ -52,6 +52,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"lr must be a positive number, got {cfg['lr']!r}")
     if isinstance(cfg["scale"], bool) or not isinstance(cfg["scale"], int | float) or cfg["scale"] <= 0:
         raise ConfigError(f"scale must be a positive number, got {cfg['scale']!r}")
+    _positive_int(cfg, "seeds")
     if cfg["clip"] is not None and (not isinstance(cfg["clip"], int | float) or cfg["clip"] < 0):
         raise ConfigError(f"clip must be a number >= 0 (0 turns clipping off), got {cfg['clip']!r}")
     if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):

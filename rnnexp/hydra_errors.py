@@ -20,6 +20,7 @@ from typing import Any
 def run_reporting_config_errors(main: Callable[[], Any]) -> None:
     """Run a `@hydra.main` function; Hydra's composition errors end the process with one line."""
     from hydra.errors import ConfigCompositionException, MissingConfigException
+    from omegaconf.errors import InterpolationResolutionError
 
     if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's own tracebacks
         main()
@@ -38,6 +39,11 @@ def run_reporting_config_errors(main: Callable[[], Any]) -> None:
                 print(str(e.__cause__).strip(), file=sys.stderr)
             sys.exit(1)
         fail(line)
+    except InterpolationResolutionError as e:  # a resolver of rnnexp.resolvers refused a value (seeds=0)
+        refusal = e.__cause__ or e.__context__
+        if not isinstance(refusal, ValueError):
+            raise
+        fail(str(refusal))
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 

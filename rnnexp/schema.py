@@ -53,6 +53,7 @@ class Train:
     data_dir: str | None
     cache_dir: str | None
     scale: float
+    seeds: int
     run_dir: str
     guard: Guard
     decode: Decode

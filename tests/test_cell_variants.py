@@ -169,7 +169,8 @@ def test_the_cell_ablation_preset_runs_as_a_sweep_and_ends_with_its_summary(tiny
     sweep = tmp_path / "sweep"
     result = subprocess.run(
         [sys.executable, "train.py", "-m", "experiment=cell_ablation", "cell=lstm_cifg,gru_cho",
-         "data=text_file", f"data.path={tiny_text}", f"hydra.sweep.dir={sweep}", *TINY_MODEL, "sample.length=0"],
+         "seeds=1", "data=text_file", f"data.path={tiny_text}", f"hydra.sweep.dir={sweep}", *TINY_MODEL,
+         "sample.length=0"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = (sweep / "summary.md").read_text()

@@ -132,3 +132,29 @@ def test_summarize_compare_on_the_command_line(tmp_path):
     wrong = subprocess.run([sys.executable, "scripts/summarize.py", str(tmp_path), "--compare", "cell=rnn"],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and wrong.stderr.strip() == "error: --compare takes KEY=A,B, e.g. unroll=20,80"
+
+
+def test_two_runs_of_the_same_seeded_config_give_identical_numbers(tiny_text, tmp_path):
+    from rnnexp.train import train
+    from tests.helpers import read_scalars, tiny_run_config
+
+    curves = []
+    for name in ("first", "second"):
+        run_dir = tmp_path / name
+        train(tiny_run_config(tiny_text, run_dir, "seed=7", "trainer.max_steps=6", "trainer.val_check_interval=3",
+                              "trainer.log_every_n_steps=2", "sample.length=0", "sample.val_length=0"))
+        scalars = read_scalars(run_dir)
+        curves.append({tag: scalars[tag] for tag in ("train/loss", "val/loss", "val/bpc")})
+    assert curves[0] == curves[1]  # exactly: a seed is a replicate, not noise of its own
+    other = tmp_path / "other_seed"
+    train(tiny_run_config(tiny_text, other, "seed=8", "trainer.max_steps=6", "trainer.val_check_interval=3",
+                          "trainer.log_every_n_steps=2", "sample.length=0", "sample.val_length=0"))
+    assert read_scalars(other)["train/loss"] != curves[0]["train/loss"]  # and another seed is another run
+
+
+def test_a_study_with_no_seeds_is_refused_in_one_line_before_anything_runs(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "train.py"), "-m", "experiment=lr_sweep", "seeds=0",
+                             f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert (result.returncode, result.stderr.strip()) == (2, "error: seeds must be a positive integer, got 0")
+    assert not (tmp_path / "sweep").exists()

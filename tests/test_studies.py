@@ -16,7 +16,11 @@ STUDIES = {  # preset: (what its sweep varies, what shrinks one job of it to a t
     "arch_compare": ({"arch_variant": "arch1_sum,arch1_concat,arch1_product,arch2_teacher,arch2_scheduled,deep"},
                      ["data=text_file", "arch_variant=arch1_product"]),
     "lr_sweep": ({"lr": "0.1,0.25,0.5,1.0,1.5,2.5"}, ["data=text_file"]),
+    "cell_ablation": ({"cell": "lstm,lstm_peephole,lstm_cifg,lstm_no_output_gate,lstm_no_forget_gate,gru,gru_cho,mgu,"
+                               "irnn"}, ["data=text_file", "cell=mgu"]),
 }
+STEPS = {"long_range": 1000, "arch_compare": 5000, "lr_sweep": 4000, "cell_ablation": 1000}  # at scale=1
+UNROLL_STUDY_TOKENS = 2_000_000  # the same text for every unroll: steps = tokens / (batch_size x unroll)
 
 
 @pytest.mark.parametrize("study", STUDIES)
@@ -29,19 +33,34 @@ def test_each_study_preset_composes_and_runs_one_tiny_job(study, tiny_text, tmp_
     swept, shrink = STUDIES[study]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         hydra_cfg = compose(config_name="train", overrides=[f"experiment={study}"], return_hydra_config=True)
-    assert {k: str(v).replace(" ", "") for k, v in hydra_cfg.hydra.sweeper.params.items()} == swept
+    # three seeds of each setting: replicates, summarised with their mean and interval
+    assert {k: str(v).replace(" ", "") for k, v in hydra_cfg.hydra.sweeper.params.items()} == {**swept, "seed": "1,2,3"}
+    budget = compose_config(f"experiment={study}").trainer
+    assert budget.max_time is None  # a budget in steps: the same on any machine
+    unroll_study_steps = round(UNROLL_STUDY_TOKENS / (64 * compose_config(f"experiment={study}").unroll))
+    assert budget.max_steps == (STEPS[study] if study in STEPS else unroll_study_steps)
     tiny = [o for o in TINY_MODEL if not o.startswith(("cell.hidden_size", "batch_size", "unroll"))]
     run_dir = tmp_path / "run"
     cfg = compose_config(f"experiment={study}", *shrink, f"data.path={tiny_text}" if "data=text_file" in shrink else
                          "seed=1", "cell.hidden_size=8", "batch_size=4", "unroll=8", *tiny, f"run_dir={run_dir}")
-    assert cfg.trainer.max_time in ("00:00:00:45", "00:00:00:50")  # the budget at scale=1
     train(cfg)
     assert json.loads((run_dir / "result.json").read_text())["steps"] == 4
 
 
-def test_scale_multiplies_a_study_presets_time_per_run():
-    assert compose_config("experiment=unroll_study", "scale=4").trainer.max_time == "00:00:03:00"
-    assert compose_config("experiment=long_range", "scale=0.5").trainer.max_time == "00:00:00:25"
+def test_scale_multiplies_a_study_presets_steps_and_seeds_sets_its_replicates():
+    assert compose_config("experiment=lr_sweep", "scale=4").trainer.max_steps == 4 * STEPS["lr_sweep"]
+    assert compose_config("experiment=long_range", "scale=0.5").trainer.max_steps == STEPS["long_range"] // 2
+    for unroll in (5, 80):  # the same tokens at every unroll, scale times them
+        steps = compose_config("experiment=unroll_study", f"unroll={unroll}", "scale=2").trainer.max_steps
+        assert steps == round(2 * UNROLL_STUDY_TOKENS / (64 * unroll))
+    from hydra import compose, initialize_config_dir
+
+    from tests.helpers import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        hydra_cfg = compose(config_name="train", overrides=["experiment=arch_compare", "seeds=5"],
+                            return_hydra_config=True)
+    assert hydra_cfg.hydra.sweeper.params.seed == "1,2,3,4,5"
 
 
 def test_arch_variants_set_their_architecture():
@@ -95,8 +114,8 @@ def test_a_sweep_over_tasks_is_summarized_one_table_and_chart_per_metric(tmp_pat
     from tests.helpers import run_train
 
     sweep = tmp_path / "sweep"
-    result = run_train("-m", "experiment=long_range", "data=adding,copy_memory", "cell=rnn,gru", "data.length=12",
-                       "data.train_batches=4",
+    result = run_train("-m", "experiment=long_range", "seeds=1", "data=adding,copy_memory", "cell=rnn,gru",
+                       "data.length=12", "data.train_batches=4",
                        "data.valid_size=8", "cell.hidden_size=8", "batch_size=4", "unroll=5", "trainer.max_steps=4",
                        "trainer.val_check_interval=2", "trainer.enable_progress_bar=false", "optim=adam",
                        f"hydra.sweep.dir={sweep}")

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from rnnexp.resolvers import register
 from rnnexp.tasks.seq2seq import Seq2Seq, load_seq2seq, number_words
 from tests.helpers import TINY_MODEL, compose_config, tiny_seq2seq_config
 
@@ -31,6 +32,7 @@ def test_each_study_preset_composes_and_runs_one_tiny_job(study, tiny_text, tmp_
     from tests.helpers import REPO
 
     swept, shrink = STUDIES[study]
+    register()  # ${seed_list:...} in the sweeper's settings (train.py registers them at import)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         hydra_cfg = compose(config_name="train", overrides=[f"experiment={study}"], return_hydra_config=True)
     # three seeds of each setting: replicates, summarised with their mean and interval
@@ -57,6 +59,7 @@ def test_scale_multiplies_a_study_presets_steps_and_seeds_sets_its_replicates():
 
     from tests.helpers import REPO
 
+    register()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         hydra_cfg = compose(config_name="train", overrides=["experiment=arch_compare", "seeds=5"],
                             return_hydra_config=True)

@@ -167,12 +167,18 @@ def check_fits(checkpoint: dict[str, Any], path: Path, config: dict[str, Any], v
 # Everything else (model, data, optimisation) must be the checkpoint's own.
 RESUME_MAY_CHANGE = (
     "ckpt_path", "init_from", "run_dir", "data_dir", "cache_dir", "scale", "sample.", "logger.",
-    "callbacks.progress_bar", "callbacks.diagnostics.", "diagnostics.",
+    "callbacks.progress_bar", "callbacks.diagnostics.", "diagnostics.", "seeds",  # seeds: a study's, not a run's
     "callbacks.early_stop.", "callbacks.model_checkpoint.every_n_steps", "trainer.max_steps", "trainer.max_time",
     "trainer.max_epochs", "trainer.val_check_interval", "trainer.log_every_n_steps", "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "trainer.num_sanity_val_steps", "trainer.accelerator", "trainer.devices",
     "trainer.profiler", "trainer.strategy", "trainer.num_nodes",  # a changed number of processes is refused later
 )
+
+
+# Settings added after checkpoints were first written, with the value that means what a checkpoint
+# without them did: a resume of an older checkpoint compares them as that value, not as "(absent)".
+ADDED_SETTINGS = {"arch.embedding_dropout": 0.0, "arch.input_dropout": 0.0, "arch.output_dropout": 0.0,
+                  "arch.ar": 0.0, "arch.tar": 0.0, "arch.tie_weights": False}
 
 
 def may_change(key: str, saved: dict[str, Any], now: dict[str, Any]) -> bool:
@@ -197,6 +203,7 @@ def check_same_settings(checkpoint: dict[str, Any], path: Path, config: dict[str
     saved, now = flatten(saved_settings(checkpoint, path)[0]), flatten(config)
     # Paths inside the run folder (checkpoints/, the trainer's root) follow the run folder.
     saved = {k: v.replace(saved["run_dir"], now["run_dir"]) if isinstance(v, str) else v for k, v in saved.items()}
+    saved |= {k: v for k, v in ADDED_SETTINGS.items() if k in now and k not in saved}
     absent = "(absent)"
     differences = [
         f"{key}={now.get(key, absent)} (checkpoint: {saved.get(key, absent)})"

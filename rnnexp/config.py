@@ -77,6 +77,16 @@ def validate_config(cfg: dict[str, Any]) -> None:
             "(torch's fused kernels compute the sum U x + W h)"
         )
     _fraction(arch["dropout"], "arch.dropout")
+    for key in ("embedding_dropout", "input_dropout", "output_dropout"):  # AWD-LSTM's (rnnexp/model.py)
+        if key in arch:
+            _fraction(arch[key], f"arch.{key}")
+    for key in ("ar", "tar"):
+        if key in arch and (isinstance(arch[key], bool) or not isinstance(arch[key], int | float) or arch[key] < 0):
+            raise ConfigError(f"arch.{key} must be a number >= 0 (0 turns it off), got {arch[key]!r}")
+    if arch.get("tie_weights") and arch["embedding_dim"] != cell["hidden_size"]:
+        raise ConfigError(f"arch.tie_weights shares one matrix between the embedding and the readout: it needs "
+                          f"arch.embedding_dim = cell.hidden_size, got {arch['embedding_dim']} and "
+                          f"{cell['hidden_size']}")
     if "num_layers" in arch:
         _positive_int(arch, "num_layers", "arch.num_layers")
     if arch["name"] == "arch2" and arch["feedback"] not in ("teacher", "sampled", "scheduled"):
@@ -272,6 +282,13 @@ def validate_components(cfg: dict[str, Any]) -> None:
     refusal = task.arch_refusal(cfg["arch"]["name"], cfg["data"]["name"])
     if refusal:
         raise ConfigError(refusal)
+    from rnnexp.model import REGULARISERS
+    from rnnexp.tasks.language_model import LanguageModelTask
+
+    regularisers = [key for key, off in REGULARISERS.items() if cfg["arch"].get(key, off) != off]
+    if regularisers and not issubclass(task, LanguageModelTask):
+        raise ConfigError(f"arch.{regularisers[0]} regularises a language model (Arch 1, deep), not "
+                          f"data={cfg['data']['name']}")
     _validate_cell(cfg["cell"])
     _check_target(cfg["optim"], "optim", skip_first=True, ours=("default_lr",), given=("lr",))
     if cfg["sched"].get("_target_") is not None:

@@ -73,20 +73,69 @@ def make_recurrent(cell: dict[str, Any], arch: dict[str, Any], input_size: int) 
                     **layer)
 
 
+# The regularisers of AWD-LSTM (Merity et al. 2017) an Arch 1 language model takes (`arch.<key>`), with
+# the value that turns each off. docs/architectures.md gives each one's rule and source.
+REGULARISERS = {"embedding_dropout": 0.0, "input_dropout": 0.0, "output_dropout": 0.0, "ar": 0.0, "tar": 0.0,
+                "tie_weights": False}
+
+
+class LockedDropout(nn.Module):
+    """Variational dropout (Gal & Ghahramani 2016): one mask per sequence and unit, the same at every
+    time step of the window, where nn.Dropout draws a new one at each step. x: (T, B, D)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        mask = x.new_empty(1, *x.shape[1:]).bernoulli_(1 - self.p) / (1 - self.p)
+        return x * mask
+
+
+def embedding_dropout(embedding: nn.Embedding, tokens: Tensor, p: float) -> Tensor:
+    """Embedding dropout (Gal & Ghahramani 2016; AWD-LSTM's `dropoute`): whole rows of the embedding,
+    every occurrence of a token, dropped for this batch, the kept rows scaled by 1 / (1 - p)."""
+    weight = embedding.weight
+    if p > 0:
+        weight = weight * weight.new_empty(weight.shape[0], 1).bernoulli_(1 - p) / (1 - p)
+    return nn.functional.embedding(tokens, weight)
+
+
 class RNNLanguageModel(nn.Module):
-    """Arch 1: tokens (T, B) -> logits (T, B, vocab_size); sequence-first like torch.nn.RNN."""
+    """Arch 1: tokens (T, B) -> logits (T, B, vocab_size); sequence-first like torch.nn.RNN.
+
+    With AWD-LSTM's regularisers (`arch.<key>`, each off by default): embedding dropout, locked dropout
+    on the embeddings' output and on the last layer's output, tied input and output embeddings (Press
+    & Wolf 2017; Inan et al. 2017), and in training the activation penalties `self.penalty`
+    = ar * mean(o_t^2) (AR, on the dropped output) + tar * mean((h_t - h_{t-1})^2) (TAR, on the raw
+    output), which the task adds to the loss."""
 
     def __init__(self, vocab_size: int, cell: dict[str, Any], arch: dict[str, Any]) -> None:
         super().__init__()
+        reg = {key: arch.get(key, off) for key, off in REGULARISERS.items()}
         self.embedding = nn.Embedding(vocab_size, arch["embedding_dim"])
         self.rnn = make_recurrent(cell, arch, arch["embedding_dim"])
         self.dropout = nn.Dropout(arch["dropout"])
+        self.input_dropout = LockedDropout(reg["input_dropout"])
+        self.output_dropout = LockedDropout(reg["output_dropout"])
+        self.embedding_p, self.ar, self.tar = reg["embedding_dropout"], reg["ar"], reg["tar"]
         self.head = nn.Linear(cell["hidden_size"], vocab_size)
+        if reg["tie_weights"]:  # one tensor: the readout's rows are the tokens' embeddings
+            self.head.weight = self.embedding.weight
+        self.penalty: Tensor | None = None  # this forward's AR + TAR (training only)
 
     def forward(self, tokens: Tensor, state: State | None = None, targets: Tensor | None = None,
                 teacher_prob: float = 1.0) -> tuple[Tensor, State]:
-        outputs, state = self.rnn(self.embedding(tokens), state)
-        return self.head(self.dropout(outputs)), state
+        embedded = embedding_dropout(self.embedding, tokens, self.embedding_p if self.training else 0.0)
+        outputs, state = self.rnn(self.input_dropout(embedded), state)
+        dropped = self.dropout(self.output_dropout(outputs))
+        self.penalty = None
+        if self.training and (self.ar or self.tar):
+            self.penalty = self.ar * dropped.float().pow(2).mean() + \
+                self.tar * (outputs[1:] - outputs[:-1]).float().pow(2).mean()
+        return self.head(dropped), state
 
 
 class OutputFeedbackLM(nn.Module):

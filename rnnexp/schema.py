@@ -98,11 +98,18 @@ class Arch1:
     num_layers: int
     combine: str
     dropout: float
+    # AWD-LSTM's regularisers (rnnexp/model.py REGULARISERS), language models only; off by default
+    embedding_dropout: float = 0.0
+    input_dropout: float = 0.0
+    output_dropout: float = 0.0
+    ar: float = 0.0
+    tar: float = 0.0
+    tie_weights: bool = False
 
 
 @dataclass
 class Deep(Arch1):  # deep, bidirectional
-    residual: bool
+    residual: bool = False
 
 
 @dataclass

@@ -4,7 +4,7 @@
     python scripts/screenshots.py outputs/multirun/sweep_cell_unroll_<date>_<time> docs/
 
 It starts TensorBoard on the folder, opens it in Debian's headless chromium (`apt-get install chromium`,
-driven by playwright, the dev extra; tests/browser.py) at 1600 x 1000 pixels, and writes
+driven by playwright, the dev extra; rnnexp/browser.py) at 1600 x 1000 pixels, and writes
 `dashboard_<tab>.png` for Time Series, its `vitals` group filtered to the gradient flow, Custom
 Scalars and HParams.
 """
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="where the PNG files go")
     args = parser.parse_args()
 
-    from tests.browser import CHROMIUM, browser_page, serving
+    from rnnexp.browser import CHROMIUM, browser_page, serving
 
     if CHROMIUM is None:
         sys.exit("error: needs Debian's chromium: apt-get install chromium")

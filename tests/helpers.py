@@ -7,7 +7,6 @@ import io
 import os
 import random
 import runpy
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -52,13 +51,6 @@ def run_train(*args: str, env: dict | None = None, timeout: int = 300) -> subpro
         [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface now (for a server a test starts)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def compose_config(*overrides: str) -> DictConfig:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import free_port
+from rnnexp.browser import free_port
 
 
 def server_programs() -> Path | None:

@@ -1,9 +1,9 @@
-"""What a user sees in TensorBoard, opened in a real browser (tests/browser.py): a sweep over the cell is
+"""What a user sees in TensorBoard, opened in a real browser (rnnexp/browser.py): a sweep over the cell is
 told apart at a glance, without ticking boxes."""
 
 import pytest
 
-from tests.browser import CHROMIUM, browser_page, serving, visible_at
+from rnnexp.browser import CHROMIUM, browser_page, serving, visible_at
 from tests.helpers import make_text, tiny_run_config
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")

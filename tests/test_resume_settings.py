@@ -20,8 +20,8 @@ from tests.helpers import tiny_run_config, tiny_seq2seq_config
 # progress, where files are (keys, or groups ending in "."). This list is the specification the
 # code's RESUME_MAY_CHANGE is checked against; every other setting must be refused.
 MAY_CHANGE = (
-    "ckpt_path", "init_from", "run_dir", "data_dir", "cache_dir", "scale", "sample.", "logger.", "diagnostics.",
-    "callbacks.progress_bar.", "callbacks.diagnostics.", "callbacks.early_stop.",
+    "ckpt_path", "init_from", "run_dir", "data_dir", "cache_dir", "scale", "seeds", "sample.", "logger.",
+    "diagnostics.", "callbacks.progress_bar.", "callbacks.diagnostics.", "callbacks.early_stop.",
     "callbacks.model_checkpoint.every_n_steps", "trainer.max_steps", "trainer.max_time", "trainer.max_epochs",
     "trainer.val_check_interval", "trainer.log_every_n_steps", "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "trainer.num_sanity_val_steps", "trainer.accelerator", "trainer.devices",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, browser_page, serving
+from rnnexp.browser import CHROMIUM, browser_page, serving
 from tests.helpers import REPO, TINY_MODEL, make_text, run_train
 from tests.postgres_server import postgres_server, server_programs
 from tests.test_sweeps import compose_with_hydra

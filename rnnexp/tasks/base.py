@@ -102,7 +102,7 @@ class Task(pl.LightningModule):
     # about 40 times a training step) that are never parameters, buffers or submodules: they skip
     # nn.Module.__setattr__'s checks, which cost about as much as a small tensor op each (see
     # docs/results.md, the benchmark). A subclass adds its own per-step attributes.
-    plain_attributes = frozenset({"_current_fx_name", "_loss_sum", "_window_steps", "_window_tokens",
+    plain_attributes = frozenset({"_current_fx_name", "_loss_sum", "_penalty_sum", "_window_steps", "_window_tokens",
                                   "tokens_trained", "_first_bad_step", "_window_clipped", "_window_updates",
                                   "_pre_clip"})
 
@@ -238,10 +238,14 @@ class Task(pl.LightningModule):
 
     # --- training -------------------------------------------------------------------------------
 
-    def count_train(self, loss: Tensor, tokens: int) -> None:
-        """Add a step's loss to the window averaged at the next logging step (no host sync)."""
+    def count_train(self, loss: Tensor, tokens: int, penalty: Tensor | None = None) -> None:
+        """Add a step's loss (and a regulariser's `penalty`, trained on but not part of the loss the
+        task reports) to the window averaged at the next logging step (no host sync)."""
         self._flag_if_nonfinite(loss.detach())
         self._loss_sum += loss.detach()
+        if penalty is not None:
+            penalty = penalty.detach().float()
+            self._penalty_sum = penalty if self._penalty_sum is None else self._penalty_sum + penalty
         self._window_steps += 1
         self._window_tokens += tokens
         self.tokens_trained += tokens  # by this process in this attempt (callbacks.Report adds up the attempts)
@@ -299,6 +303,8 @@ class Task(pl.LightningModule):
         # so they are on disk before this step's checkpoint (Lightning would write them after it,
         # and a kill in between would lose them for good).
         on_device = {**norms, "train/loss": train_loss}
+        if self._penalty_sum is not None:  # AR/TAR: what the regularisers added to the loss trained on
+            on_device["train/activation_penalty"] = self._penalty_sum / max(self._window_steps, 1)
         metrics = dict(zip(on_device, torch.stack([v.float() for v in on_device.values()]).tolist(), strict=True))
         lr = optimizer.param_groups[0]["lr"]
         # lr_log10: SGD's 0.5 and Adam's 0.003 on one linear chart (Custom Scalars) would be a line and zero
@@ -354,6 +360,7 @@ class Task(pl.LightningModule):
 
     def _reset_log_window(self) -> None:
         self._loss_sum = torch.zeros((), device=self.device)
+        self._penalty_sum: Tensor | None = None
         self._window_clipped = torch.zeros((), device=self.device)
         self._window_updates = 0
         self._window_steps = 0
@@ -364,6 +371,8 @@ class Task(pl.LightningModule):
         # Now on the training device: move what __init__ or a checkpoint made there; start the clock.
         self._first_bad_step = self._first_bad_step.to(self.device)
         self._loss_sum = self._loss_sum.to(self.device)
+        if self._penalty_sum is not None:
+            self._penalty_sum = self._penalty_sum.to(self.device)
         self._window_clipped = self._window_clipped.to(self.device)
         self._window_start = time.perf_counter()
 
@@ -501,6 +510,7 @@ class Task(pl.LightningModule):
             "plateau": None if self.plateau is None else self.plateau.state_dict(),
             "first_logged_loss": self.first_logged_loss,
             "log_window": (self._loss_sum, self._window_steps, self._window_tokens),
+            "penalty_window": self._penalty_sum,
             "clip_window": (self._window_clipped, self._window_updates),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -515,6 +525,7 @@ class Task(pl.LightningModule):
         self._plateau_state = saved.get("plateau")  # configure_optimizers runs after this hook
         self.first_logged_loss = saved["first_logged_loss"]
         self._loss_sum, self._window_steps, _ = saved["log_window"]  # the clock restarts: so do its tokens
+        self._penalty_sum = saved.get("penalty_window")  # absent from checkpoints of before AR/TAR
         self._window_clipped, self._window_updates = saved.get("clip_window", (torch.zeros(()), 0))
         torch.set_rng_state(saved["torch_rng"])
         if saved["cuda_rng"] and torch.cuda.is_available():

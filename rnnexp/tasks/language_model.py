@@ -100,11 +100,13 @@ class LanguageModelTask(Task):
         logits, state = self.model(inputs, self.train_state, targets, self.teacher_prob())
         self.train_state = detach_state(state)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # mean NLL per token
+        # AR/TAR (arch.ar, arch.tar): trained on, logged apart from the data loss (train/activation_penalty)
+        penalty, self.model.penalty = getattr(self.model, "penalty", None), None
         if self.skip_nonfinite_loss(loss):
             self.train_state = None  # the carried state may be what blew up
             return None  # Lightning then skips backward and the optimizer step
-        self.count_train(loss, targets.numel())
-        return loss
+        self.count_train(loss, targets.numel(), penalty)
+        return loss if penalty is None else loss + penalty
 
     def on_train_start(self) -> None:
         super().on_train_start()

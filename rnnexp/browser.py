@@ -1,10 +1,12 @@
 """Pages opened as a user opens them: a local server (TensorBoard, optuna-dashboard) started on a loopback
-port, and Debian's headless chromium driven by playwright through its executable path (`apt-get install
-chromium`; playwright never downloads a browser here). Tests that need it skip without chromium."""
+port, and Debian's headless chromium driven by playwright (the dev extra) through its executable path
+(`apt-get install chromium`; playwright never downloads a browser here). For the browser tests and
+scripts/screenshots.py; tests that need it skip without chromium."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -14,9 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import free_port
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now (for a server started next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @contextmanager

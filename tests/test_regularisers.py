@@ -1,0 +1,112 @@
+"""AWD-LSTM's regularisers on an Arch 1 language model (rnnexp/model.py): locked dropout, embedding dropout,
+tied embeddings, AR and TAR; each off by default, refused where it does not apply, trained and resumed."""
+
+import pytest
+import torch
+
+from rnnexp.errors import ConfigError
+from rnnexp.model import REGULARISERS, LockedDropout, RNNLanguageModel, embedding_dropout
+from rnnexp.train import train
+from tests.helpers import compose_config, read_scalars, tiny_run_config
+
+CELL = {"name": "lstm", "impl": "fused", "hidden_size": 16}
+
+
+def arch(**regularisers):
+    return {"name": "arch1", "embedding_dim": 16, "num_layers": 1, "combine": "sum", "dropout": 0.0,
+            **regularisers}
+
+
+def test_locked_dropout_keeps_one_mask_across_time_and_draws_one_per_sequence():
+    torch.manual_seed(0)
+    dropout = LockedDropout(0.5).train()
+    out = dropout(torch.ones(7, 4, 32))  # (time, sequences, units)
+    kept = out != 0
+    assert torch.equal(kept, kept[:1].expand_as(kept))  # the same units at every step of the window
+    assert not all(torch.equal(kept[0, 0], kept[0, b]) for b in range(1, 4))  # another mask per sequence
+    assert set(out.unique().tolist()) == {0.0, 2.0}  # kept ones scaled by 1 / (1 - p)
+    assert torch.equal(dropout.eval()(out), out) and torch.equal(LockedDropout(0.0).train()(out), out)
+
+
+def test_embedding_dropout_drops_whole_rows_and_scales_the_rest():
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(10, 6)
+    tokens = torch.tensor([[1, 2, 3, 1], [2, 1, 4, 4]])
+    out = embedding_dropout(embedding, tokens, 0.5)
+    for token in tokens.unique().tolist():
+        rows = out[tokens == token]
+        dropped = bool((rows == 0).all())
+        assert dropped or torch.allclose(rows, embedding.weight[token].expand_as(rows) * 2)  # every occurrence alike
+    assert (out == 0).all(dim=-1).any() and not (out == 0).all()  # some tokens dropped, some kept
+    assert torch.equal(embedding_dropout(embedding, tokens, 0.0), embedding(tokens))
+
+
+def test_tied_embeddings_share_one_tensor_and_untied_ones_do_not():
+    tied = RNNLanguageModel(11, CELL, arch(tie_weights=True))
+    assert tied.head.weight is tied.embedding.weight
+    assert sum(p.numel() for p in tied.parameters()) == sum(p.numel() for p in RNNLanguageModel(
+        11, CELL, arch()).parameters()) - 11 * 16  # one matrix fewer
+    assert RNNLanguageModel(11, CELL, arch()).head.weight is not RNNLanguageModel(11, CELL, arch()).embedding.weight
+    with pytest.raises(ConfigError, match="arch.tie_weights .* needs arch.embedding_dim = cell.hidden_size, got 8 "
+                                          "and 16"):
+        from rnnexp.config import validate_config
+
+        validate_config(compose_config("arch.tie_weights=true", "arch.embedding_dim=8", "cell.hidden_size=16"))
+
+
+def test_ar_and_tar_are_their_formulas_and_zero_when_their_weights_are_zero():
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 11, (6, 3))
+    model = RNNLanguageModel(11, CELL, arch(ar=2.0, tar=1.0)).train()
+    model(tokens)
+    outputs, _ = model.rnn(model.embedding(tokens))
+    expected = 2.0 * outputs.pow(2).mean() + 1.0 * (outputs[1:] - outputs[:-1]).pow(2).mean()
+    assert model.penalty.item() == pytest.approx(expected.item(), rel=1e-5)
+    off = RNNLanguageModel(11, CELL, arch()).train()
+    off(tokens)
+    assert off.penalty is None  # nothing added to the loss
+    model.eval()(tokens)
+    assert model.penalty is None  # training only
+
+
+def test_everything_off_is_the_model_without_regularisers():
+    assert {k: compose_config().arch[k] for k in REGULARISERS} == REGULARISERS
+    torch.manual_seed(0)
+    plain = RNNLanguageModel(11, CELL, arch())
+    torch.manual_seed(0)
+    off = RNNLanguageModel(11, CELL, arch(**REGULARISERS))
+    tokens = torch.randint(0, 11, (6, 3))
+    assert torch.equal(plain.train()(tokens)[0], off.train()(tokens)[0])
+
+
+def test_a_regulariser_on_a_task_that_is_not_a_language_model_is_refused(tmp_path):
+    from rnnexp.config import validate_components
+
+    with pytest.raises(ConfigError, match="arch.output_dropout regularises a language model .*not data=segmentation"):
+        validate_components(compose_config("data=segmentation", "arch=deep", "arch.output_dropout=0.3"))
+    with pytest.raises(ConfigError, match="arch.ar must be a number >= 0"):
+        from rnnexp.config import validate_config
+
+        validate_config(compose_config("arch.ar=-1"))
+
+
+@pytest.mark.parametrize("impl", ["fused", "scratch"])
+def test_a_regularised_model_trains_logs_its_penalty_apart_and_resumes_exactly(impl, tiny_text, tmp_path):
+    options = [f"cell.impl={impl}", "cell=lstm", "arch.embedding_dim=16", "cell.hidden_size=16",
+               "arch.tie_weights=true", "arch.embedding_dropout=0.1", "arch.input_dropout=0.2",
+               "arch.output_dropout=0.3", "arch.ar=2", "arch.tar=1", "trainer.log_every_n_steps=2",
+               "trainer.val_check_interval=4", "sample.length=0", "sample.val_length=0", "trainer.deterministic=true",
+               "seed=3"]
+    whole, first = tmp_path / "whole", tmp_path / "first"
+    train(tiny_run_config(tiny_text, whole, *options, "trainer.max_steps=8"))
+    scalars = read_scalars(whole)
+    penalty = [v for _, v in scalars["train/activation_penalty"]]
+    assert [s for s, _ in scalars["train/activation_penalty"]] == [1, 3, 5, 7] and all(v > 0 for v in penalty)
+    train(tiny_run_config(tiny_text, first, *options, "trainer.max_steps=4"))  # then resumed to 8
+    train(tiny_run_config(tiny_text, first, *options, "trainer.max_steps=8", f"ckpt_path={first}"))
+    resumed = read_scalars(first)
+    for tag in ("train/loss", "train/activation_penalty", "val/loss"):
+        assert resumed[tag] == scalars[tag], tag  # dropout masks, penalties and weights: exactly as uninterrupted
+    whole_weights = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    resumed_weights = torch.load(first / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(whole_weights[k], resumed_weights[k]) for k in whole_weights)

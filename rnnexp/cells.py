@@ -298,6 +298,10 @@ class ScratchRNN(nn.Module):
         self.directions = ["", "_reverse"] if bidirectional else [""]
         # Set to a dict by rnnexp.diagnostics: each layer's hidden states and gates of the next forward.
         self.probe: dict[str, dict] | None = None
+        # Zoneout (Krueger et al. 2017; arch.zoneout, set by rnnexp.model): in training each unit keeps
+        # its previous value (h, and the LSTM's c) with this probability at each step; at evaluation
+        # h_t = z h_{t-1} + (1 - z) h~_t, its expectation.
+        self.zoneout = 0.0
         layer_inputs = [input_size] + [hidden_size * len(self.directions)] * (num_layers - 1)
         if cell == "custom":  # one cell of yours per layer and direction, its parameters its own
             self.cells = nn.ModuleDict({f"l{layer}{sfx}": custom(size, hidden_size)
@@ -373,6 +377,8 @@ class ScratchRNN(nn.Module):
         # unbind, not x[t]: indexing makes backward quadratic in T
         for t, xw in enumerate(xw_all.unbind(0)):
             h_new, c_new = step(xw, h, c, gates)
+            if self.zoneout > 0:
+                h_new, c_new = self._zone_out(h, h_new), None if c is None else self._zone_out(c, c_new)
             if mask is None:
                 h, c = h_new, c_new
                 outputs.append(h)
@@ -384,6 +390,12 @@ class ScratchRNN(nn.Module):
         if self.probe is not None:
             self.probe[name] = {"h": outputs, "gates": gates}
         return torch.stack(outputs), h, c
+
+
+    def _zone_out(self, old: Tensor, new: Tensor) -> Tensor:
+        if self.training:
+            return torch.where(torch.rand_like(new) < self.zoneout, old.to(new.dtype), new)
+        return self.zoneout * old + (1 - self.zoneout) * new
 
 
 def _reversal_index(mask: Tensor | None, x: Tensor) -> Tensor:

@@ -178,7 +178,8 @@ RESUME_MAY_CHANGE = (
 # Settings added after checkpoints were first written, with the value that means what a checkpoint
 # without them did: a resume of an older checkpoint compares them as that value, not as "(absent)".
 ADDED_SETTINGS = {"arch.embedding_dropout": 0.0, "arch.input_dropout": 0.0, "arch.output_dropout": 0.0,
-                  "arch.ar": 0.0, "arch.tar": 0.0, "arch.tie_weights": False}
+                  "arch.weight_drop": 0.0, "arch.zoneout": 0.0, "arch.ar": 0.0, "arch.tar": 0.0,
+                  "arch.tie_weights": False}
 
 
 def may_change(key: str, saved: dict[str, Any], now: dict[str, Any]) -> bool:

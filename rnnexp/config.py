@@ -77,12 +77,15 @@ def validate_config(cfg: dict[str, Any]) -> None:
             "(torch's fused kernels compute the sum U x + W h)"
         )
     _fraction(arch["dropout"], "arch.dropout")
-    for key in ("embedding_dropout", "input_dropout", "output_dropout"):  # AWD-LSTM's (rnnexp/model.py)
+    for key in ("embedding_dropout", "input_dropout", "output_dropout", "weight_drop", "zoneout"):  # AWD-LSTM's
         if key in arch:
             _fraction(arch[key], f"arch.{key}")
     for key in ("ar", "tar"):
         if key in arch and (isinstance(arch[key], bool) or not isinstance(arch[key], int | float) or arch[key] < 0):
             raise ConfigError(f"arch.{key} must be a number >= 0 (0 turns it off), got {arch[key]!r}")
+    if arch.get("zoneout") and cell["impl"] != "scratch":
+        raise ConfigError("arch.zoneout acts between the steps of the scratch cells: add cell.impl=scratch "
+                          "(torch's fused kernels run all steps inside one call)")
     if arch.get("tie_weights") and arch["embedding_dim"] != cell["hidden_size"]:
         raise ConfigError(f"arch.tie_weights shares one matrix between the embedding and the readout: it needs "
                           f"arch.embedding_dim = cell.hidden_size, got {arch['embedding_dim']} and "

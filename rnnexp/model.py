@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rnnexp.cells import State, has_cell_state, make_cell, make_rnn
+from rnnexp.cells import ScratchRNN, State, has_cell_state, make_cell, make_rnn
 from rnnexp.errors import import_object
 
 
@@ -75,8 +75,8 @@ def make_recurrent(cell: dict[str, Any], arch: dict[str, Any], input_size: int) 
 
 # The regularisers of AWD-LSTM (Merity et al. 2017) an Arch 1 language model takes (`arch.<key>`), with
 # the value that turns each off. docs/architectures.md gives each one's rule and source.
-REGULARISERS = {"embedding_dropout": 0.0, "input_dropout": 0.0, "output_dropout": 0.0, "ar": 0.0, "tar": 0.0,
-                "tie_weights": False}
+REGULARISERS = {"embedding_dropout": 0.0, "input_dropout": 0.0, "output_dropout": 0.0, "weight_drop": 0.0,
+                "zoneout": 0.0, "ar": 0.0, "tar": 0.0, "tie_weights": False}
 
 
 class LockedDropout(nn.Module):
@@ -107,7 +107,8 @@ class RNNLanguageModel(nn.Module):
     """Arch 1: tokens (T, B) -> logits (T, B, vocab_size); sequence-first like torch.nn.RNN.
 
     With AWD-LSTM's regularisers (`arch.<key>`, each off by default): embedding dropout, locked dropout
-    on the embeddings' output and on the last layer's output, tied input and output embeddings (Press
+    on the embeddings' output and on the last layer's output, weight drop on the recurrent matrices,
+    zoneout (scratch cells), tied input and output embeddings (Press
     & Wolf 2017; Inan et al. 2017), and in training the activation penalties `self.penalty`
     = ar * mean(o_t^2) (AR, on the dropped output) + tar * mean((h_t - h_{t-1})^2) (TAR, on the raw
     output), which the task adds to the loss."""
@@ -121,6 +122,10 @@ class RNNLanguageModel(nn.Module):
         self.input_dropout = LockedDropout(reg["input_dropout"])
         self.output_dropout = LockedDropout(reg["output_dropout"])
         self.embedding_p, self.ar, self.tar = reg["embedding_dropout"], reg["ar"], reg["tar"]
+        self.weight_drop = reg["weight_drop"]
+        for module in self.rnn.modules():  # the scratch layers run the steps zoneout acts in
+            if isinstance(module, ScratchRNN):
+                module.zoneout = reg["zoneout"]
         self.head = nn.Linear(cell["hidden_size"], vocab_size)
         if reg["tie_weights"]:  # one tensor: the readout's rows are the tokens' embeddings
             self.head.weight = self.embedding.weight
@@ -129,13 +134,24 @@ class RNNLanguageModel(nn.Module):
     def forward(self, tokens: Tensor, state: State | None = None, targets: Tensor | None = None,
                 teacher_prob: float = 1.0) -> tuple[Tensor, State]:
         embedded = embedding_dropout(self.embedding, tokens, self.embedding_p if self.training else 0.0)
-        outputs, state = self.rnn(self.input_dropout(embedded), state)
+        outputs, state = self.recurrent(self.input_dropout(embedded), state)
         dropped = self.dropout(self.output_dropout(outputs))
         self.penalty = None
         if self.training and (self.ar or self.tar):
             self.penalty = self.ar * dropped.float().pow(2).mean() + \
                 self.tar * (outputs[1:] - outputs[:-1]).float().pow(2).mean()
         return self.head(dropped), state
+
+    def recurrent(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """The recurrent stack; in training with weight drop (DropConnect on the recurrent matrices, Wan et
+        al. 2013; AWD-LSTM's `wdrop`), run with W_hh dropped for this window, one mask for all its steps.
+        The parameters keep the raw weights (what checkpoints save); torch's fused kernels still run, given
+        the dropped matrices for this call."""
+        if not (self.training and self.weight_drop > 0):
+            return self.rnn(x, state)
+        dropped = {name: nn.functional.dropout(weight, self.weight_drop, training=True)
+                   for name, weight in self.rnn.named_parameters() if "weight_hh" in name}
+        return torch.func.functional_call(self.rnn, dropped, (x, state))
 
 
 class OutputFeedbackLM(nn.Module):

@@ -102,6 +102,8 @@ class Arch1:
     embedding_dropout: float = 0.0
     input_dropout: float = 0.0
     output_dropout: float = 0.0
+    weight_drop: float = 0.0
+    zoneout: float = 0.0
     ar: float = 0.0
     tar: float = 0.0
     tie_weights: bool = False

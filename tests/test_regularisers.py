@@ -96,7 +96,7 @@ def test_a_regularised_model_trains_logs_its_penalty_apart_and_resumes_exactly(i
                "arch.tie_weights=true", "arch.embedding_dropout=0.1", "arch.input_dropout=0.2",
                "arch.output_dropout=0.3", "arch.ar=2", "arch.tar=1", "trainer.log_every_n_steps=2",
                "trainer.val_check_interval=4", "sample.length=0", "sample.val_length=0", "trainer.deterministic=true",
-               "seed=3"]
+               "seed=3", "arch.weight_drop=0.3", *(["arch.zoneout=0.1"] if impl == "scratch" else [])]
     whole, first = tmp_path / "whole", tmp_path / "first"
     train(tiny_run_config(tiny_text, whole, *options, "trainer.max_steps=8"))
     scalars = read_scalars(whole)
@@ -110,3 +110,54 @@ def test_a_regularised_model_trains_logs_its_penalty_apart_and_resumes_exactly(i
     whole_weights = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     resumed_weights = torch.load(first / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert all(torch.equal(whole_weights[k], resumed_weights[k]) for k in whole_weights)
+
+
+def test_weight_drop_runs_torchs_fused_kernel_on_dropped_recurrent_weights_and_keeps_the_raw_ones():
+    model = RNNLanguageModel(11, CELL, arch(weight_drop=0.5)).train()
+    assert type(model.rnn) is torch.nn.LSTM  # the fused layer itself, no wrapper
+    raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    tokens = torch.randint(0, 11, (6, 3))
+    torch.manual_seed(1)
+    logits, _ = model(tokens)
+    torch.manual_seed(1)  # the same mask, drawn the same way, set by hand into a copy
+    dropped = torch.nn.functional.dropout(model.rnn.weight_hh_l0.detach(), 0.5, training=True)
+    copy = RNNLanguageModel(11, CELL, arch()).train()
+    copy.load_state_dict(raw)
+    with torch.no_grad():
+        copy.rnn.weight_hh_l0.copy_(dropped)
+    assert torch.allclose(logits, copy(tokens)[0], atol=1e-6)
+    assert (dropped == 0).any() and all(torch.equal(raw[k], v) for k, v in model.state_dict().items())  # raw kept
+    logits.sum().backward()
+    assert model.rnn.weight_hh_l0.grad is not None  # trained through the mask
+    model.eval()
+    assert torch.equal(model(tokens)[0], model(tokens)[0])  # evaluation: no drop, deterministic
+    copy.load_state_dict(raw)
+    assert torch.equal(model(tokens)[0], copy.eval()(tokens)[0])  # with the raw weights
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_zoneout_at_zero_is_no_zoneout_and_at_one_keeps_the_old_state(cell):
+    scratch = {"name": cell, "impl": "scratch", "hidden_size": 8}
+    tokens = torch.randint(0, 11, (5, 3))
+    torch.manual_seed(0)
+    plain = RNNLanguageModel(11, scratch, arch(embedding_dim=8))
+    torch.manual_seed(0)
+    zero = RNNLanguageModel(11, scratch, arch(embedding_dim=8, zoneout=0.0))
+    assert torch.equal(plain.train()(tokens)[0], zero.train()(tokens)[0])
+    torch.manual_seed(0)
+    frozen = RNNLanguageModel(11, scratch, arch(embedding_dim=8, zoneout=1.0))
+    start = frozen.rnn.initial_state(3, torch.zeros(1))
+    start = (start[0] + 0.5, start[1] - 0.25) if cell == "lstm" else start + 0.5
+    for mode in (frozen.train, frozen.eval):
+        mode()
+        outputs, state = frozen.rnn(frozen.embedding(tokens), start)
+        h0 = start[0] if cell == "lstm" else start
+        assert torch.equal(outputs, h0.expand_as(outputs)) and torch.equal(state[0] if cell == "lstm" else state, h0)
+    half = RNNLanguageModel(11, scratch, arch(embedding_dim=8, zoneout=0.5)).train()
+    outputs, _ = half.rnn(half.embedding(tokens))
+    kept = outputs[1:] == outputs[:-1]
+    assert kept.any() and not kept.all()  # some units kept their value, step by step
+    from rnnexp.config import validate_config
+
+    with pytest.raises(ConfigError, match="arch.zoneout acts between the steps of the scratch cells"):
+        validate_config(compose_config("arch.zoneout=0.1", "cell.impl=fused"))

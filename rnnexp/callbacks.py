@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, WeightAveraging
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.profilers import PassThroughProfiler
 
@@ -199,6 +199,22 @@ class LMProgressBar(RichProgressBar):
         if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
             return f"Epoch {current_epoch}"
         return super()._get_train_description(current_epoch)
+
+
+class StochasticWeightAverage(WeightAveraging):
+    """Stochastic weight averaging (Izmailov et al. 2018): the equal average of the weights after every
+    `every_n_steps`-th step from `start_step` on. Lightning's WeightAveraging does the rest: validation and
+    the end of training use the average, checkpoints save it as their weights (sample.py and evaluate.py
+    read those) with the trained ones beside it for an exact resume. Its EMA twin is Lightning's own
+    `pytorch_lightning.callbacks.EMAWeightAveraging` (docs/configuration.md)."""
+
+    def __init__(self, start_step: int = 0, every_n_steps: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start_step, self.every_n_steps = start_step, every_n_steps
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx >= self.start_step and \
+            (step_idx - self.start_step) % self.every_n_steps == 0
 
 
 class PruneTrial(pl.Callback):

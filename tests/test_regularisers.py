@@ -161,3 +161,42 @@ def test_zoneout_at_zero_is_no_zoneout_and_at_one_keeps_the_old_state(cell):
 
     with pytest.raises(ConfigError, match="arch.zoneout acts between the steps of the scratch cells"):
         validate_config(compose_config("arch.zoneout=0.1", "cell.impl=fused"))
+
+
+AVERAGES = {
+    "ema": ["+callbacks.weight_average._target_=pytorch_lightning.callbacks.EMAWeightAveraging",
+            "+callbacks.weight_average.decay=0.5"],
+    "swa": ["+callbacks.weight_average._target_=rnnexp.callbacks.StochasticWeightAverage",
+            "+callbacks.weight_average.start_step=3"],
+}
+
+
+@pytest.mark.parametrize("kind", AVERAGES)
+def test_averaged_weights_are_validated_saved_and_resumed_exactly(kind, tiny_text, tmp_path):
+    options = [*AVERAGES[kind], "trainer.log_every_n_steps=2", "trainer.val_check_interval=4", "sample.length=0",
+               "sample.val_length=0", "trainer.deterministic=true", "seed=3"]
+    whole, first, plain = tmp_path / "whole", tmp_path / "first", tmp_path / "plain"
+    train(tiny_run_config(tiny_text, whole, *options, "trainer.max_steps=8"))
+    train(tiny_run_config(tiny_text, first, *options, "trainer.max_steps=4"))
+    train(tiny_run_config(tiny_text, first, *options, "trainer.max_steps=8", f"ckpt_path={first}"))
+    train(tiny_run_config(tiny_text, plain, *options[2:], "trainer.max_steps=8"))  # the same run, not averaged
+    ran, resumed, unaveraged = read_scalars(whole), read_scalars(first), read_scalars(plain)
+    assert resumed["train/loss"] == ran["train/loss"] == unaveraged["train/loss"]  # training itself is untouched
+    assert resumed["val/loss"] == ran["val/loss"] != unaveraged["val/loss"]  # validation scores the average
+    saved = {name: torch.load(run / "checkpoints" / "last.ckpt", weights_only=False) for name, run in
+             (("whole", whole), ("first", first), ("plain", plain))}
+    for key in ("state_dict", "current_model_state"):
+        assert all(torch.equal(v, saved["first"][key][k]) for k, v in saved["whole"][key].items()), key
+    # the checkpoint's weights are the average (what sample.py and evaluate.py load); the trained ones beside them
+    trained = saved["whole"]["current_model_state"]
+    assert all(torch.equal(v, saved["plain"]["state_dict"][k]) for k, v in trained.items())
+    assert any(not torch.equal(v, saved["whole"]["current_model_state"][k])
+               for k, v in saved["whole"]["state_dict"].items())
+
+
+def test_swa_averages_the_weights_from_its_start_step_on():
+    from rnnexp.callbacks import StochasticWeightAverage
+
+    swa = StochasticWeightAverage(start_step=3, every_n_steps=2)
+    assert [step for step in range(10) if swa.should_update(step_idx=step)] == [3, 5, 7, 9]
+    assert not swa.should_update(epoch_idx=4)

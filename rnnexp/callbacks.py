@@ -205,16 +205,81 @@ class StochasticWeightAverage(WeightAveraging):
     """Stochastic weight averaging (Izmailov et al. 2018): the equal average of the weights after every
     `every_n_steps`-th step from `start_step` on. Lightning's WeightAveraging does the rest: validation and
     the end of training use the average, checkpoints save it as their weights (sample.py and evaluate.py
-    read those) with the trained ones beside it for an exact resume. Its EMA twin is Lightning's own
-    `pytorch_lightning.callbacks.EMAWeightAveraging` (docs/configuration.md)."""
+    read those) with the trained ones beside them for an exact resume. Until the first step averaged,
+    the trained weights are used and saved as they are (Lightning's callback would use its copy of the
+    weights it started from). Its EMA twin is Lightning's own `EMAWeightAveraging`."""
 
-    def __init__(self, start_step: int = 0, every_n_steps: int = 1, **kwargs: Any) -> None:
+    def __init__(self, start_step: int | None = 0, every_n_steps: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.start_step, self.every_n_steps = start_step, every_n_steps
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        return step_idx is not None and step_idx >= self.start_step and \
+        return step_idx is not None and self.start_step is not None and step_idx >= self.start_step and \
             (step_idx - self.start_step) % self.every_n_steps == 0
+
+    def averaging(self) -> bool:
+        """Whether a step has been averaged yet."""
+        return self._average_model is not None and int(self._average_model.n_averaged) > 0
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.averaging():
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.averaging():
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.averaging():
+            super().on_train_end(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        if self.averaging():
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        if "current_model_state" in checkpoint or self._average_model is None:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+        else:  # saved before its first averaged step (see on_save_checkpoint): nothing averaged to restore
+            self._average_model.module.load_state_dict(checkpoint["state_dict"], strict=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "start_step": self.start_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.start_step = state_dict.get("start_step", self.start_step)
+
+
+class NonMonotonicAverage(StochasticWeightAverage):
+    """NT-AvSGD (Merity et al. 2017, AWD-LSTM's NT-ASGD): train with SGD, and once the validation loss is
+    worse than the best of all validations before the last `patience` ones, average the weights of every
+    step from there on (SGD's iterates averaged: ASGD with no decay)."""
+
+    def __init__(self, patience: int = 5, **kwargs: Any) -> None:
+        super().__init__(start_step=None, **kwargs)
+        self.patience = patience
+        self.losses: list[float] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
+            return
+        self.losses.append(float(trainer.callback_metrics["val/loss"]))
+        if self.start_step is None and len(self.losses) > self.patience and \
+                self.losses[-1] > min(self.losses[:-self.patience]):
+            self.start_step = trainer.global_step
+            log.info("step %d: validation loss %.4f is worse than the best before the last %d validations: "
+                     "averaging the weights from here on (NT-AvSGD)", trainer.global_step, self.losses[-1],
+                     self.patience)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "losses": self.losses}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.losses = list(state_dict.get("losses", []))
 
 
 class PruneTrial(pl.Callback):

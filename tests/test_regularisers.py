@@ -167,7 +167,7 @@ AVERAGES = {
     "ema": ["+callbacks.weight_average._target_=pytorch_lightning.callbacks.EMAWeightAveraging",
             "+callbacks.weight_average.decay=0.5"],
     "swa": ["+callbacks.weight_average._target_=rnnexp.callbacks.StochasticWeightAverage",
-            "+callbacks.weight_average.start_step=3"],
+            "+callbacks.weight_average.start_step=5"],  # after the validation at step 4, before that at 8
 }
 
 
@@ -182,7 +182,11 @@ def test_averaged_weights_are_validated_saved_and_resumed_exactly(kind, tiny_tex
     train(tiny_run_config(tiny_text, plain, *options[2:], "trainer.max_steps=8"))  # the same run, not averaged
     ran, resumed, unaveraged = read_scalars(whole), read_scalars(first), read_scalars(plain)
     assert resumed["train/loss"] == ran["train/loss"] == unaveraged["train/loss"]  # training itself is untouched
-    assert resumed["val/loss"] == ran["val/loss"] != unaveraged["val/loss"]  # validation scores the average
+    assert resumed["val/loss"] == ran["val/loss"]
+    (first_validation, *_), last_validation = ran["val/loss"], ran["val/loss"][-1]
+    if kind == "swa":  # before its first averaged step, the trained weights are validated as they are
+        assert first_validation == unaveraged["val/loss"][0]
+    assert last_validation != unaveraged["val/loss"][-1]  # then validation scores the average
     saved = {name: torch.load(run / "checkpoints" / "last.ckpt", weights_only=False) for name, run in
              (("whole", whole), ("first", first), ("plain", plain))}
     for key in ("state_dict", "current_model_state"):
@@ -200,3 +204,22 @@ def test_swa_averages_the_weights_from_its_start_step_on():
     swa = StochasticWeightAverage(start_step=3, every_n_steps=2)
     assert [step for step in range(10) if swa.should_update(step_idx=step)] == [3, 5, 7, 9]
     assert not swa.should_update(epoch_idx=4)
+
+
+def test_nt_avsgd_starts_averaging_when_validation_is_worse_than_the_best_before_the_last_patience_ones():
+    from types import SimpleNamespace
+
+    from rnnexp.callbacks import NonMonotonicAverage
+
+    average = NonMonotonicAverage(patience=2)
+    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={}, global_step=0)
+    for step, loss in enumerate([3.0, 2.5, 2.4, 2.45, 2.38, 2.6, 2.3], start=1):
+        trainer.global_step, trainer.callback_metrics = 100 * step, {"val/loss": torch.tensor(loss)}
+        average.on_validation_end(trainer, None)
+        if step < 6:  # 2.45 is worse than 2.4, the last validation but one, but not than 3.0 and 2.5 before
+            assert average.start_step is None and not average.should_update(step_idx=100 * step), step
+    assert average.start_step == 600  # 2.6 > min(3.0, 2.5, 2.4, 2.45): the first non-monotone validation
+    assert average.should_update(step_idx=600) and average.should_update(step_idx=700)
+    restored = NonMonotonicAverage(patience=2)
+    restored.load_state_dict(average.state_dict())
+    assert (restored.start_step, restored.losses) == (600, average.losses)

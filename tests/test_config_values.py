@@ -200,6 +200,12 @@ COMPONENTS = [
     ("custom", {"cell___target_": "tests.test_config_values.FailsSilently"},
      "cell._target_=tests.test_config_values.FailsSilently must be built as FailsSilently(input_size, hidden_size) "
      "and step as h = cell(x, h); trying it gave ValueError: "),
+    ("custom", {"cell___target_": "tests.test_config_values.FailsSaying"},  # its error's first line only
+     "cell._target_=tests.test_config_values.FailsSaying must be built as FailsSaying(input_size, hidden_size) "
+     "and step as h = cell(x, h); trying it gave ValueError: x has 3 features, expected 5"),
+    ("custom", {"cell___target_": "tests.test_config_values.NoSuchCell"},  # the setting named
+     "cell._target_=tests.test_config_values.NoSuchCell cannot be imported (AttributeError: module "
+     "'tests.test_config_values' has no attribute 'NoSuchCell')"),
 ]
 
 
@@ -227,6 +233,14 @@ def _fails(self, x, h):
 
 FailsSilently = _module(_fails)
 FailsSilently.__name__ = "FailsSilently"
+
+
+def _fails_saying(self, x, h):
+    raise ValueError("x has 3 features, expected 5\n(the details after the first line)")
+
+
+FailsSaying = _module(_fails_saying)
+FailsSaying.__name__ = "FailsSaying"
 
 
 @pytest.mark.parametrize("base,changes,message", COMPONENTS, ids=[m.split(" ")[0] for _, _, m in COMPONENTS])

@@ -1,0 +1,26 @@
+"""callbacks.model_checkpoint.every_n_steps=1 writes last.ckpt at every step (rnnexp.callbacks.Checkpoint),
+not only at validations and at the end."""
+
+from rnnexp.callbacks import Checkpoint
+from rnnexp.train import train
+from tests.helpers import tiny_run_config
+
+
+def test_every_n_steps_1_writes_last_ckpt_at_every_step(tiny_text, tmp_path, monkeypatch):
+    saved = []
+    original = Checkpoint._save_last_checkpoint
+
+    def spy(self, trainer, monitor_candidates):
+        saved.append(trainer.global_step)
+        return original(self, trainer, monitor_candidates)
+
+    monkeypatch.setattr(Checkpoint, "_save_last_checkpoint", spy)
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "trainer.max_steps=4", "trainer.val_check_interval=100",
+                          "callbacks.model_checkpoint.every_n_steps=1", "sample.length=0"))
+    assert sorted(set(saved)) == [1, 2, 3, 4]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_checkpoint_callback_made_without_every_n_steps_writes_last_only_at_validations_and_the_end(tmp_path):
+    assert Checkpoint(dirpath=tmp_path, save_last=True).every_n_steps == 0

@@ -87,21 +87,21 @@ def test_multirun_sweep_runs_every_combination(tmp_path):
 
 def test_sample_script_continues_the_prime(tiny_text, tmp_path):
     from rnnexp.train import train
-    from tests.helpers import tiny_run_config
+    from tests.helpers import run_script_in_process, tiny_run_config
 
     train(tiny_run_config(tiny_text, tmp_path / "run"))
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     command = [sys.executable, "scripts/sample.py", str(checkpoint), "--prime", "the ", "--length", "30"]
     before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
-    first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
-    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+    first = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)  # the command line
+    again = run_script_in_process("sample.py", *command[2:])  # the rest in this process: the same script
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before  # nothing written
-    by_folder = subprocess.run([*command[:2], str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True)
+    by_folder = run_script_in_process("sample.py", str(tmp_path / "run"))
     assert by_folder.stderr.startswith(f"checkpoint: {checkpoint} (step 4)")  # it names the file it chose
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("the ") and len(first.stdout) == 34 + 1  # print's newline
     assert first.stdout == again.stdout  # seeded
-    bad = subprocess.run([*command[:2], str(tmp_path / "none.ckpt")], cwd=REPO, capture_output=True, text=True)
+    bad = run_script_in_process("sample.py", str(tmp_path / "none.ckpt"))
     assert bad.returncode == 2 and bad.stderr.strip() == f"error: checkpoint {tmp_path / 'none.ckpt'} does not exist"
 
 

@@ -98,6 +98,14 @@ def test_early_stopping_stops_at_the_expected_validation(tiny_text, tmp_path, ca
     assert "early stopping at step 6" in caplog.text
 
 
+def test_early_stopping_says_nothing_when_something_else_ends_the_run(tiny_text, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="rnnexp"):  # patience 100: the run ends at max_steps, not by early stopping
+        train(tiny_run_config(tiny_text, tmp_path / "run", "trainer.max_steps=4", "trainer.val_check_interval=2",
+                              "callbacks.early_stop.patience=100", "sample.length=0"))
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert "early stopping" not in caplog.text
+
+
 def test_early_stopping_is_off_by_default(tiny_text, tmp_path):
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir, "trainer.max_steps=8", "trainer.val_check_interval=2",

@@ -10,6 +10,7 @@ import runpy
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -167,3 +168,18 @@ class SlowSteps(pl.Callback):
         import time
 
         time.sleep(self.seconds)
+
+
+def last_checkpoint_steps(monkeypatch: Any) -> list[int]:
+    """The steps at which rnnexp.callbacks.Checkpoint writes last.ckpt from now on (a list filled as it saves)."""
+    from rnnexp.callbacks import Checkpoint
+
+    saved: list[int] = []
+    original = Checkpoint._save_last_checkpoint
+
+    def spy(self: Any, trainer: Any, monitor_candidates: Any) -> None:
+        saved.append(trainer.global_step)
+        return original(self, trainer, monitor_candidates)
+
+    monkeypatch.setattr(Checkpoint, "_save_last_checkpoint", spy)
+    return saved

@@ -57,18 +57,10 @@ def test_the_progress_bar_draws_by_time_and_still_ends_at_the_step_reached(tiny_
 def test_logged_steps_are_the_optimizer_steps_and_checkpoints_land_where_asked(tiny_text, tmp_path, monkeypatch):
     """What the per-step savings must keep: a train/loss value logged at every optimizer step (with
     log_every_n_steps=1) and last.ckpt written at each multiple of every_n_steps and at the end."""
-    from rnnexp.callbacks import Checkpoint
     from rnnexp.train import train
-    from tests.helpers import read_scalars, tiny_run_config
+    from tests.helpers import last_checkpoint_steps, read_scalars, tiny_run_config
 
-    saved = []
-    original = Checkpoint._save_last_checkpoint
-
-    def spy(self, trainer, monitor_candidates):
-        saved.append(trainer.global_step)
-        return original(self, trainer, monitor_candidates)
-
-    monkeypatch.setattr(Checkpoint, "_save_last_checkpoint", spy)
+    saved = last_checkpoint_steps(monkeypatch)
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir, "trainer.max_steps=7", "trainer.val_check_interval=100",
                           "callbacks.model_checkpoint.every_n_steps=3"))

@@ -3,18 +3,11 @@ not only at validations and at the end."""
 
 from rnnexp.callbacks import Checkpoint
 from rnnexp.train import train
-from tests.helpers import tiny_run_config
+from tests.helpers import last_checkpoint_steps, tiny_run_config
 
 
 def test_every_n_steps_1_writes_last_ckpt_at_every_step(tiny_text, tmp_path, monkeypatch):
-    saved = []
-    original = Checkpoint._save_last_checkpoint
-
-    def spy(self, trainer, monitor_candidates):
-        saved.append(trainer.global_step)
-        return original(self, trainer, monitor_candidates)
-
-    monkeypatch.setattr(Checkpoint, "_save_last_checkpoint", spy)
+    saved = last_checkpoint_steps(monkeypatch)
     run_dir = tmp_path / "run"
     train(tiny_run_config(tiny_text, run_dir, "trainer.max_steps=4", "trainer.val_check_interval=100",
                           "callbacks.model_checkpoint.every_n_steps=1", "sample.length=0"))

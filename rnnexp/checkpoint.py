@@ -14,6 +14,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+
 from rnnexp.errors import CheckpointError
 
 RUNS_ROOT = Path("outputs")
@@ -59,6 +62,10 @@ def resume_run_dir(ckpt_path: str | None, new_run_dir: str) -> str:
     return new_folder(new_run_dir) if run is None else str(run)
 
 
+# The folders new_folder made in this process, for remove_unused_folders.
+_made_here: list[Path] = []
+
+
 def new_folder(path: str) -> str:
     """`path`, made now; if it exists (another run started in the same second with the same options,
     here or on a shared file system), `path-2`, `path-3`, ...: each mkdir is atomic, so two runs never
@@ -70,9 +77,27 @@ def new_folder(path: str) -> str:
         candidate = base if suffix == 1 else base.with_name(f"{base.name}-{suffix}")
         try:
             candidate.mkdir()
+            _made_here.append(candidate)
             return str(candidate)
         except FileExistsError:
             suffix += 1
+
+
+def remove_unused_folders(used: list[str]) -> None:
+    """Remove the folders new_folder made in this process that are still empty and are none of `used`
+    (nor above one of them). A preset that sets hydra.run.dir or hydra.sweep.dir replaces the default's
+    `${new_folder:...}`, but OmegaConf's merge resolves the value it replaces first (to see whether it
+    is a container), which makes that folder; a sweep composes each job's config again, one more each."""
+    used_paths = [Path(folder).resolve() for folder in used]
+    for folder in list(_made_here):
+        resolved = folder.resolve()
+        if any(resolved == path or resolved in path.parents for path in used_paths):
+            continue
+        try:
+            folder.rmdir()  # only an empty folder: nothing written is ever removed
+        except OSError:
+            continue
+        _made_here.remove(folder)
 
 
 def resume_output_subdir(ckpt_path: str | None, now: str) -> str:
@@ -217,3 +242,22 @@ def check_same_settings(checkpoint: dict[str, Any], path: Path, config: dict[str
             f"{', '.join(differences)}; give the checkpoint's values, or start a new run from its weights "
             f"with init_from={path} instead of ckpt_path"
         )
+
+
+class RemoveUnusedFolders(Callback):
+    """Hydra callback: the empty folders a preset's own run or sweep folder left behind (see
+    remove_unused_folders), removed as a run, a sweep, each job of it, and the sweep's end begin."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        remove_unused_folders([config.hydra.run.dir])
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        remove_unused_folders([config.hydra.sweep.dir])
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        # a job's own dir only: resolving the other (a run's hydra.run.dir) would make a folder
+        multirun = config.hydra.mode == RunMode.MULTIRUN
+        remove_unused_folders([config.hydra.sweep.dir if multirun else config.hydra.run.dir])
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        remove_unused_folders([config.hydra.sweep.dir])

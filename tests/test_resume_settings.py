@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from rnnexp.checkpoint import check_same_settings, flatten, load_checkpoint
 from rnnexp.errors import CheckpointError
 from rnnexp.train import resolve, train
-from tests.helpers import tiny_run_config, tiny_seq2seq_config
+from tests.helpers import REPO, tiny_run_config, tiny_seq2seq_config
 
 # What a resume may change, as docs/reliability.md says it: how long it trains, how it logs and shows
 # progress, where files are (keys, or groups ending in "."). This list is the specification the
@@ -175,6 +176,27 @@ def test_only_a_runs_own_last_ckpt_continues_it_in_its_folder_and_record(tmp_pat
         assert resume_output_subdir(None if given is None else str(given), "now") == ".hydra"
     assert resume_run_dir(str(run / "checkpoints" / "best.ckpt"), new) == new and Path(new).is_dir()
     assert new_folder(new) == f"{new}-2" and new_folder(new) == f"{new}-3"  # taken: the next free name
+
+
+def test_a_presets_own_folder_leaves_no_empty_default_folder_behind(tmp_path, monkeypatch):
+    """OmegaConf's merge resolves the default hydra.sweep.dir that a study preset replaces, making its
+    folder (a sweep again for each job); Hydra's callback (conf/train.yaml) removes it, and only it."""
+    from rnnexp.checkpoint import RemoveUnusedFolders, new_folder
+    from rnnexp.resolvers import register
+
+    register()  # as train.py does at import
+    monkeypatch.chdir(tmp_path)
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        config = compose(config_name="train", overrides=["experiment=lr_sweep"], return_hydra_config=True)
+    made = list((tmp_path / "outputs" / "multirun").iterdir())
+    assert [p.name.partition("_")[0] for p in made] == ["sweep"]  # the default's, made in the merge
+    kept = Path(new_folder(str(tmp_path / "outputs" / "multirun" / "kept")))
+    (kept / "multirun.yaml").write_text("x")
+    assert config.hydra.callbacks.unused_folders._target_ == "rnnexp.checkpoint.RemoveUnusedFolders"
+    RemoveUnusedFolders().on_multirun_start(config)
+    study = Path(config.hydra.sweep.dir)
+    assert study.name.startswith("lr_sweep_") and study.is_dir()
+    assert sorted((tmp_path / "outputs" / "multirun").iterdir()) == sorted([kept, study.resolve()])
 
 
 def test_an_unreadable_checkpoint_is_named_with_the_first_line_of_why(tmp_path):

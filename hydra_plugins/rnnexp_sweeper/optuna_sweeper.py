@@ -213,7 +213,12 @@ class OptunaSweeper(Sweeper):
             return
         # train.py records a failed run's error in error.txt and returns NaN (a plain sweep goes on)
         record = run_dir / "error.txt" if run_dir else None
-        reason = record.read_text(encoding="utf-8").splitlines()[0] if record and record.exists() else str(value)
+        if record and record.exists():
+            reason = record.read_text(encoding="utf-8").splitlines()[0]
+        elif job.status == JobStatus.FAILED:  # the job raised: Hydra keeps the exception as its return value
+            reason = f"{type(job._return_value).__name__}: {job._return_value}"
+        else:
+            reason = f"the job returned {value!r}"
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         log.warning("trial %d failed: %s", trial.number, reason)
 

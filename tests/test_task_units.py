@@ -67,8 +67,9 @@ def test_a_bidirectional_stacks_reverse_direction_gets_its_own_gradient_norm_cha
     charts = task.gradient_norm_charts()
     assert list(charts) == [f"gradient norm per parameter: {key}" for key in
                             ("embedding", "rnn layer 0", "rnn layer 0 reverse", "head")]
+    parameters = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
     assert charts["gradient norm per parameter: rnn layer 0 reverse"] == [
-        "Multiline", [f"vitals/grad_norm/rnn\\.{p}_l0_reverse$" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]]
+        "Multiline", [f"vitals/grad_norm/rnn\\.{p}_l0_reverse$" for p in parameters]]
 
 
 def test_the_hparams_record_flattens_the_settings_and_says_how_the_trainer_ran():

@@ -99,6 +99,66 @@ def test_a_comparison_leaves_out_runs_without_a_partner_and_says_when_nothing_pa
         compare(runs(grid), "lr", "1", "2")
 
 
+def test_a_verdict_names_the_better_value_in_the_metrics_direction_and_its_setting():
+    from rnnexp.summary import Comparison
+
+    lower = Interval.of([-0.030, -0.031, -0.029])  # b - a: b lower
+    where = {"cell": "lstm", "lr": "0.1"}
+    line = f"cell=lstm, lr=0.1: unroll=80 vs unroll=20: -0.0300 ± {lower.ci95:.4f} val/bpc, 3 seeds: "
+    assert Comparison(where, lower, "val/bpc", False).verdict("unroll", "20", "80") == line + "unroll=80 is better"
+    assert Comparison(where, lower, "val/f1", True).verdict("unroll", "20", "80").endswith("unroll=20 is better")
+    higher = Interval.of([0.030, 0.031, 0.029])
+    assert Comparison({}, higher, "val/bpc", False).verdict("unroll", "20", "80") == (
+        f"unroll=80 vs unroll=20: +0.0300 ± {higher.ci95:.4f} val/bpc, 3 seeds: unroll=20 is better")
+    assert Comparison({}, higher, "val/f1", True).verdict("unroll", "20", "80").endswith("unroll=80 is better")
+    assert Comparison({}, Interval.of([0.25]), "val/bpc", False).verdict("k", "a", "b") == (
+        "k=b vs k=a: +0.2500 val/bpc, 1 seed: not resolved (one pair: no interval)")
+    edge = Interval(mean=0.02, std=0.01, n=2, ci95=0.02)  # the interval's end at 0: not resolved
+    assert Comparison({}, edge, "val/bpc", False).verdict("k", "a", "b").endswith(
+        "2 seeds: not resolved at this budget (the interval contains 0)")
+
+
+def test_a_comparison_of_a_setting_that_was_not_swept_names_the_swept_ones():
+    grid = {("lstm", "20"): [1.6], ("rnn", "20"): [1.5]}
+    with pytest.raises(ValueError) as refused:
+        compare(runs(grid), "lr", "1", "2")
+    assert str(refused.value) == "lr is not a swept setting of these runs; they sweep cell"
+    alone = [Run(Path("a"), {}, "val/bpc", False, [(9, 1.0)])]
+    with pytest.raises(ValueError) as refused:
+        compare(alone, "lr", "1", "2")
+    assert str(refused.value) == "lr is not a swept setting of these runs; they sweep nothing"
+
+
+def test_a_run_without_a_setting_is_grouped_under_an_empty_value_and_a_run_without_a_best_has_no_interval(
+        tmp_path):
+    from rnnexp.summary import by_setting
+
+    grouped = by_setting(runs({("lstm", "20"): [1.6, 1.7]}) + [Run(Path("x"), {"seed": "1"}, "val/bpc", False,
+                                                                   [(9, 2.0)])], ["cell"])
+    assert sorted(grouped) == [("",), ("lstm",)]
+    seeded_sweep(tmp_path, {("rnn", "0.01"): [1.0, 1.00001]})
+    make_run(tmp_path / "failed", LM, [], overrides=["cell=gru", "lr=0.01", "seed=1"])  # its setting: no best
+    summarize(tmp_path)
+    with open(tmp_path / "summary.csv", encoding="utf-8") as f:
+        by_run = {row["run"]: row for row in csv.DictReader(f)}
+    assert [by_run["failed"][k] for k in ("best_mean", "best_std", "n", "best_ci95")] == ["", "", "", ""]
+    assert by_run["rnn_lr0.01_s1"]["best_std"].endswith("e-06")  # lower-case exponents, as Python writes them
+
+
+def test_by_parameter_never_plots_against_the_seed():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = {("lstm", u): [1.0, 1.2] for u in ("5", "10", "20")}
+    figure, axes = plt.subplots()
+    plot_by_parameter(axes, runs(grid), ["seed", "unroll", "cell"], "val/bpc", "study")
+    assert list(axes.containers[0].lines[0].get_xdata()) == [5, 10, 20] and axes.get_xlabel() == "unroll"
+    plt.close(figure)
+    assert geometric([1, 2, 4]) and not geometric([1, 2])
+
+
 def test_by_parameter_draws_the_seeds_mean_with_its_interval_on_a_log_axis_for_geometric_settings():
     import matplotlib
 

@@ -8,7 +8,7 @@ import torch
 
 from rnnexp import data as data_module
 from rnnexp.data import StreamLoader, TBPTTBatches, streams_of_rank
-from rnnexp.errors import DataError
+from rnnexp.errors import CheckpointError, DataError
 from tests.helpers import TINY_MODEL, make_text, run_train, tiny_run_config
 
 
@@ -61,11 +61,11 @@ def test_two_cpu_processes_train_and_resume_as_one_process_would(tmp_path):
     assert [v for _, v in ddp_curve] == pytest.approx([v for _, v in single_curve], rel=1e-4)
     assert len(torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["rnnexp"]["train_states"]) == 2
 
-    alone = run_train(*settings, f"ckpt_path={run}", "trainer.max_steps=8")  # one process cannot go on with two
-    assert alone.returncode == 2
-    assert alone.stderr.strip().splitlines()[-1] == (
-        "error: the checkpoint was trained by 2 processes, each carrying the hidden state of its streams; "
-        "resume it with as many (trainer.devices), not 1")
+    with pytest.raises(CheckpointError) as alone:  # one process cannot go on with two
+        train(tiny_run_config(text, run, "sample.length=0", "sample.val_length=0", "trainer.precision=32-true",
+                              f"ckpt_path={run}", "trainer.max_steps=8"))
+    assert str(alone.value) == ("the checkpoint was trained by 2 processes, each carrying the hidden state of its "
+                                "streams; resume it with as many (trainer.devices), not 1")
 
 
 @pytest.mark.slow
@@ -73,10 +73,11 @@ def test_ddp_inside_a_sweep_spawns_its_processes(tmp_path):
     text = tmp_path / "tiny.txt"
     text.write_text(make_text())
     sweep = tmp_path / "sweep"
-    result = run_train("-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "seed=1,2",
+    # One job shows it: its second process is spawned, not started by running the sweep's command line again.
+    result = run_train("-m", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "seed=1",
                        f"hydra.sweep.dir={sweep}", "data=text_file", f"data.path={text}", *TINY_MODEL,
                        "sample.length=0", "sample.val_length=0")
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(sweep.glob("*_lstm_*"))
-    assert len(runs) == 2 and all((run / "result.json").exists() for run in runs)
+    assert len(runs) == 1 and all((run / "result.json").exists() for run in runs)
     assert not any((run / "error.txt").exists() for run in runs)

@@ -106,9 +106,11 @@ def test_clipped_share_counts_the_steps_that_clipping_shrank(tiny_text, tmp_path
 
     config = resolve_config(tiny_text, tmp_path, "clip=1.0")
     task = LanguageModelTask(config, list("abc"))
-    for before, after in ((0.5, 0.5), (2.0, 1.0), (3.0, 1.0), (0.1, 0.1), (1.0, 1.0)):  # norms before, after
-        task._count_clipping(torch.tensor(before), torch.tensor(after))
+    for shrunk in (False, True, True, False, False):  # what clipping did at each step
+        task._count_clipping(torch.tensor(shrunk))
     assert float(task._window_clipped) / task._window_updates == pytest.approx(2 / 5)
+    task._count_clipping(None)  # no clipping done: a step, not a clipped one
+    assert float(task._window_clipped) / task._window_updates == pytest.approx(2 / 6)
 
 
 def test_clipping_is_logged_before_and_after(tiny_text, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import optuna
@@ -187,3 +188,27 @@ def test_the_studys_pruner_comes_from_the_config(tmp_path):
     assert isinstance(study.pruner, optuna.pruners.MedianPruner) and study.pruner._n_startup_trials == 3
     assert isinstance(make_sweeper(tmp_path)._open_study(default_storage(sweeper.sweep_dir), ARGUMENTS).pruner,
                       optuna.pruners.NopPruner)
+
+
+def test_local_workers_are_this_command_again_each_with_its_share_of_trials_and_cores(tmp_path, monkeypatch):
+    started = []
+
+    class Recorded:
+        def __init__(self, args, env):
+            self.args, self.env = args, env
+            started.append(self)
+
+    monkeypatch.setattr("subprocess.Popen", Recorded)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("sys.argv", ["train.py", "-m", "hparams_search=lm_lr_clip", "hydra.sweeper.n_workers=4",
+                                     "hydra.sweeper.n_trials=7", "cell=gru"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # recorded: what the sweeper sets is undone after the test
+    sweeper = make_sweeper(tmp_path, n_trials=7, n_workers=4)
+    workers = sweeper._start_local_workers([2, 0, 1])
+    assert workers == started and len(started) == 2  # a worker with no trial is not started
+    for worker, share in zip(started, (2, 1), strict=True):
+        assert worker.args[1:] == ["train.py", "-m", "hparams_search=lm_lr_clip", "cell=gru",
+                                   "hydra.sweeper.n_workers=1", f"hydra.sweeper.n_trials={share}"]
+        assert worker.env["OMP_NUM_THREADS"] == "2"  # 8 cores among 4 workers
+    assert os.environ["OMP_NUM_THREADS"] == "2"  # and this worker's own jobs
+    assert sweeper._start_local_workers([]) == [] and len(started) == 2

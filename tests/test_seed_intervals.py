@@ -175,6 +175,8 @@ def test_by_parameter_draws_the_seeds_mean_with_its_interval_on_a_log_axis_for_g
     segments = bars.get_segments()
     assert [s[1][1] - s[0][1] for s in segments] == pytest.approx([2 * Interval.of([1.0, 1.2, 1.1]).ci95] * 4)
     assert axes.get_xscale() == "log" and "95% CI" in axes.get_ylabel()
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["5", "10", "20", "40"]  # not 10^1
+    assert line.get_marker() == "o" and [cap.get_markersize() for cap in container.lines[1]] == [6.0, 6.0]
     plt.close(figure)
     assert geometric([5, 10, 20, 40, 80]) and geometric([0.1, 0.25, 0.5, 1.0, 1.5, 2.5])
     assert not geometric([1, 2, 3, 4]) and not geometric([0, 1, 10]) and not geometric([10, 20])

@@ -131,7 +131,8 @@ class LMProgressBar(RichProgressBar):
     reading: Lightning's bar updates its counts and metrics at every training and validation batch
     and draws after each (about 3 ms a draw, in Python, holding the interpreter), which for a
     step of a few milliseconds doubled the time per step (docs/results.md, the benchmark). The
-    counts it skipped are caught up before a validation, at the end of an epoch and at the end."""
+    counts it skipped are caught up before a validation, at the end of an epoch, at the end, and at the end
+    of a validation outside fit (trainer.validate), whose bar stays on the screen."""
 
     def __init__(self, refresh_rate: int = 2, **kwargs: Any) -> None:
         super().__init__(refresh_rate=refresh_rate, **kwargs)
@@ -174,7 +175,11 @@ class LMProgressBar(RichProgressBar):
         super().on_validation_start(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._behind.pop(self.val_progress_bar_id, None)  # the bar is hidden now
+        if trainer.state.fn == "fit":
+            self._behind.pop(self.val_progress_bar_id, None)  # Lightning hides the bar now
+        else:  # trainer.validate: the bar stays, and ends at its full count
+            self._catch_up()
+            self.refresh()
         super().on_validation_epoch_end(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -216,8 +216,6 @@ def test_a_validation_outside_fit_shows_its_own_bar(tmp_path, clock):
     assert len(frame) == 1 and re.match(r"Validation +\S+ 3/3 ", frame[0]), frame
 
 
-@pytest.mark.xfail(strict=True, reason="a bug: outside fit nothing catches the counts up at the end (the "
-                   "validation's skipped count is dropped at its epoch end); rnnexp itself validates in fit only")
 def test_a_validation_outside_fit_ends_at_its_full_count(tmp_path, clock):
     frame = validate(tmp_path, LMProgressBar(refresh_rate=2, console_kwargs=console_kwargs()), clock, [0.0, 0.1, 0.2])
     assert len(frame) == 1 and re.match(r"Validation +\S+ 3/3 ", frame[0]), frame

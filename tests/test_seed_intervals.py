@@ -119,10 +119,10 @@ def test_a_verdict_names_the_better_value_in_the_metrics_direction_and_its_setti
 
 
 def test_a_comparison_of_a_setting_that_was_not_swept_names_the_swept_ones():
-    grid = {("lstm", "20"): [1.6], ("rnn", "20"): [1.5]}
+    grid = {("lstm", "20"): [1.6, 1.7], ("rnn", "20"): [1.5, 1.4]}
     with pytest.raises(ValueError) as refused:
         compare(runs(grid), "lr", "1", "2")
-    assert str(refused.value) == "lr is not a swept setting of these runs; they sweep cell"
+    assert str(refused.value) == "lr is not a swept setting of these runs; they sweep cell, seed"
     alone = [Run(Path("a"), {}, "val/bpc", False, [(9, 1.0)])]
     with pytest.raises(ValueError) as refused:
         compare(alone, "lr", "1", "2")

@@ -142,7 +142,8 @@ def test_a_run_without_a_setting_is_grouped_under_an_empty_value_and_a_run_witho
     with open(tmp_path / "summary.csv", encoding="utf-8") as f:
         by_run = {row["run"]: row for row in csv.DictReader(f)}
     assert [by_run["failed"][k] for k in ("best_mean", "best_std", "n", "best_ci95")] == ["", "", "", ""]
-    assert by_run["rnn_lr0.01_s1"]["best_std"].endswith("e-06")  # lower-case exponents, as Python writes them
+    row = by_run["rnn_lr0.01_s1"]  # lower-case exponents, as Python writes them
+    assert row["best_std"].endswith("e-06") and row["best_ci95"].endswith("e-05")
 
 
 def test_by_parameter_never_plots_against_the_seed():

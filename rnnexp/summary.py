@@ -332,11 +332,11 @@ def plot_by_parameter(axes: Any, runs: list[Run], swept: list[str], metric: str,
                   for x in xs]
         positions = [float(x) for x in xs] if numeric else list(range(len(xs)))
         label = f"{line_key}={line}" if line_key else None
+        style = {"marker": "o", "label": label, "linestyle": "-" if numeric else "none"}  # no line between categories
         if seeds:
-            axes.errorbar(positions, [p.mean for p in points], yerr=[p.ci95 for p in points], marker="o", capsize=3,
-                          label=label)
+            axes.errorbar(positions, [p.mean for p in points], yerr=[p.ci95 for p in points], capsize=3, **style)
         else:
-            axes.plot(positions, [p.mean for p in points], marker="o", label=label)
+            axes.plot(positions, [p.mean for p in points], **style)
     if numeric and geometric([float(x) for x in xs]):
         axes.set_xscale("log")
         axes.set_xticks([float(x) for x in xs], xs)

@@ -157,6 +157,10 @@ def test_by_parameter_never_plots_against_the_seed():
     plot_by_parameter(axes, runs(grid), ["seed", "unroll", "cell"], "val/bpc", "study")
     assert list(axes.containers[0].lines[0].get_xdata()) == [5, 10, 20] and axes.get_xlabel() == "unroll"
     plt.close(figure)
+    figure, axes = plt.subplots()
+    plot_by_parameter(axes, runs(grid), ["seed", "cell", "unroll"], "val/bpc", "study")
+    assert axes.get_xlabel() == "cell" and axes.containers[0].lines[0].get_linestyle() == "None"
+    plt.close(figure)
     assert geometric([1, 2, 4]) and not geometric([1, 2])
 
 
@@ -178,6 +182,7 @@ def test_by_parameter_draws_the_seeds_mean_with_its_interval_on_a_log_axis_for_g
     assert axes.get_xscale() == "log" and "95% CI" in axes.get_ylabel()
     assert [label.get_text() for label in axes.get_xticklabels()] == ["5", "10", "20", "40"]  # not 10^1
     assert line.get_marker() == "o" and [cap.get_markersize() for cap in container.lines[1]] == [6.0, 6.0]
+    assert line.get_linestyle() == "-"  # a line through numbers; categories (cell=...) get markers only
     plt.close(figure)
     assert geometric([5, 10, 20, 40, 80]) and geometric([0.1, 0.25, 0.5, 1.0, 1.5, 2.5])
     assert not geometric([1, 2, 3, 4]) and not geometric([0, 1, 10]) and not geometric([10, 20])

@@ -179,7 +179,7 @@ def test_by_parameter_draws_the_seeds_mean_with_its_interval_on_a_log_axis_for_g
     (bars,) = container.lines[2]
     segments = bars.get_segments()
     assert [s[1][1] - s[0][1] for s in segments] == pytest.approx([2 * Interval.of([1.0, 1.2, 1.1]).ci95] * 4)
-    assert axes.get_xscale() == "log" and "95% CI" in axes.get_ylabel()
+    assert axes.get_xscale() == "log" and axes.get_ylabel() == "best val/bpc, mean of the seeds ± 95% CI"
     assert [label.get_text() for label in axes.get_xticklabels()] == ["5", "10", "20", "40"]  # not 10^1
     assert line.get_marker() == "o" and [cap.get_markersize() for cap in container.lines[1]] == [6.0, 6.0]
     assert line.get_linestyle() == "-"  # a line through numbers; categories (cell=...) get markers only

@@ -212,3 +212,18 @@ def test_local_workers_are_this_command_again_each_with_its_share_of_trials_and_
         assert worker.env["OMP_NUM_THREADS"] == "2"  # 8 cores among 4 workers
     assert os.environ["OMP_NUM_THREADS"] == "2"  # and this worker's own jobs
     assert sweeper._start_local_workers([]) == [] and len(started) == 2
+
+
+@pytest.mark.plots
+def test_the_parameter_importances_are_drawn_from_two_finished_trials_on(tmp_path):
+    from hydra_plugins.rnnexp_sweeper.optuna_sweeper import plot_study
+
+    study = optuna.create_study()
+    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+    for number, (lr, value) in enumerate([(0.001, 2.0), (0.01, 1.5)]):
+        study.add_trial(optuna.trial.create_trial(params={"lr": lr}, distributions=space, value=value))
+        folder = tmp_path / str(number)
+        folder.mkdir()
+        plot_study(study, folder)
+        assert sorted(p.name for p in folder.iterdir()) == (
+            ["optimization_history.png"] if number == 0 else ["optimization_history.png", "param_importances.png"])

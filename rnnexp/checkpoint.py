@@ -245,9 +245,10 @@ def check_same_settings(checkpoint: dict[str, Any], path: Path, config: dict[str
 
 
 class RemoveUnusedFolders(Callback):
-    """Hydra callback: the empty folders a preset's own run or sweep folder left behind (see
-    remove_unused_folders), removed as a sweep, each job (a single run is one) and the sweep's end begin.
-    Not at a single run's start: its hydra.run.dir cannot be resolved before Hydra has set itself up."""
+    """Hydra callback: removes the empty folders a preset's own run or sweep folder left behind (see
+    remove_unused_folders) when a sweep starts, when each job starts (a single run is one job) and when
+    a sweep ends. Not at a single run's start: Hydra has not set itself up, so hydra.run.dir cannot be
+    resolved yet."""
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         remove_unused_folders([config.hydra.sweep.dir])

@@ -160,11 +160,27 @@ class LMProgressBar(RichProgressBar):
                     self.progress.update(bar, completed=current)
         self._behind.clear()
 
+    def _counts_steps(self) -> bool:
+        """Whether the training bar counts steps up to max_steps: where the training data never ends an
+        epoch (a language model's data.TrainStream), and a batch may hold several steps."""
+        return getattr(self.trainer.train_dataloader, "endless", False)
+
+    @property
+    def total_train_batches(self) -> int | float:
+        if self._counts_steps():
+            return self.trainer.max_steps if self.trainer.max_steps > 0 else math.inf
+        return super().total_train_batches
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        count = trainer.global_step if self._counts_steps() else args[-1] + 1  # steps, or batch_idx + 1
         if self.train_progress_bar_id is not None and not self._due():  # between draws: note the count only
-            self._behind[self.train_progress_bar_id] = args[-1] + 1  # batch_idx + 1
+            self._behind[self.train_progress_bar_id] = count
             return
-        super().on_train_batch_end(trainer, pl_module, *args)  # counts, metrics and a draw
+        if not self.is_disabled and self.train_progress_bar_id is None:  # a resume mid-epoch (as Lightning's bar)
+            self._initialize_train_progress_bar_id()
+        self._update(self.train_progress_bar_id, count)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._catch_up()
@@ -200,6 +216,8 @@ class LMProgressBar(RichProgressBar):
         return items
 
     def _get_train_description(self, current_epoch: int) -> str:
+        if self._counts_steps():
+            return "Steps"
         # Lightning's reads "Epoch 0/-2" when training is bounded by steps or time (max_epochs=-1).
         if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
             return f"Epoch {current_epoch}"

@@ -197,6 +197,8 @@ RESUME_MAY_CHANGE = (
     "trainer.max_epochs", "trainer.val_check_interval", "trainer.log_every_n_steps", "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "trainer.num_sanity_val_steps", "trainer.accelerator", "trainer.devices",
     "trainer.profiler", "trainer.strategy", "trainer.num_nodes",  # a changed number of processes is refused later
+    "steps_per_batch",  # how many steps Lightning sees at once: the steps themselves are the same
+    "trainer.gradient_clip_val", "trainer.gradient_clip_algorithm",  # `clip` in checkpoints of before steps_per_batch
 )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import typing
 from dataclasses import fields
 from typing import Any
@@ -142,12 +143,15 @@ def validate_config(cfg: dict[str, Any]) -> None:
     if not isinstance(cfg["guard"]["explode_factor"], int | float) or cfg["guard"]["explode_factor"] < 0:
         raise ConfigError(f"guard.explode_factor must be a number >= 0, got {cfg['guard']['explode_factor']!r}")
     trainer = cfg["trainer"]
-    if trainer.get("gradient_clip_val") != (cfg["clip"] or None) and trainer.get("gradient_clip_val") != cfg["clip"]:
+    if trainer.get("gradient_clip_val") is not None:  # the task clips (Task.on_before_optimizer_step)
         raise ConfigError("set the gradient clipping with the top-level clip, not trainer.gradient_clip_val "
                           f"(clip={cfg['clip']}, trainer.gradient_clip_val={trainer.get('gradient_clip_val')})")
     if trainer.get("gradient_clip_algorithm", "norm") != "norm":
         raise ConfigError("clip clips the total gradient norm (trainer.gradient_clip_algorithm=norm); "
                           f"got {trainer['gradient_clip_algorithm']!r}")
+    wanted = cfg["steps_per_batch"]
+    if wanted != "auto" and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted <= 0):
+        raise ConfigError(f"steps_per_batch must be auto or a positive integer, got {wanted!r}")
     every = cfg["diagnostics"]["every_n_steps"]
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise ConfigError(f"diagnostics.every_n_steps must be an integer >= 0 (0: off), got {every!r}")
@@ -156,6 +160,52 @@ def validate_config(cfg: dict[str, Any]) -> None:
     for key in ("length", "val_length"):
         if cfg["sample"][key] < 0:
             raise ConfigError(f"sample.{key} must be >= 0, got {cfg['sample'][key]!r}")
+
+
+# auto's largest: beyond it the saving is under 1% of a short step, and a stop (a signal, max_time,
+# early stopping) waits for the batch to end.
+MAX_STEPS_PER_BATCH = 32
+
+
+def batch_boundaries(cfg: dict[str, Any]) -> dict[str, int]:
+    """The step intervals at which something happens between Lightning batches, by setting: a batch of
+    several steps must end on each (validation, the every-N-steps checkpoint, diagnostics)."""
+    checkpoint = (cfg["callbacks"] or {}).get("model_checkpoint") or {}
+    intervals = {"trainer.val_check_interval": cfg["trainer"].get("val_check_interval"),
+                 "callbacks.model_checkpoint.every_n_steps": checkpoint.get("every_n_steps", 0),
+                 "diagnostics.every_n_steps": cfg["diagnostics"]["every_n_steps"]}
+    return {key: value for key, value in intervals.items() if isinstance(value, int) and value > 0}
+
+
+def steps_per_batch(cfg: dict[str, Any], batch_holds_steps: bool) -> int:
+    """How many optimizer steps one Lightning batch holds (`steps_per_batch`; see Task.training_step):
+    `auto` is the largest number up to MAX_STEPS_PER_BATCH that divides every interval of
+    `batch_boundaries`, and 1 where a batch cannot hold several steps: under DDP (each backward needs
+    its own forward through DDP's wrapper), with weight averaging (Lightning averages after each
+    batch), and for a task whose batch is one step's (`batch_holds_steps`: all but language models).
+    A number is checked against the same rules."""
+    wanted, trainer = cfg["steps_per_batch"], cfg["trainer"]
+    if batch_holds_steps and not isinstance(trainer.get("val_check_interval"), int):
+        raise ConfigError(f"trainer.val_check_interval must be a number of steps for a language model, which trains "
+                          f"on its windows pass after pass without epochs, got {trainer.get('val_check_interval')!r}")
+    several_processes = str(trainer.get("strategy", "auto")).startswith("ddp") or \
+        str(trainer.get("devices", 1)) != "1" or trainer.get("num_nodes", 1) != 1
+    one_only = ("several training processes (trainer.devices, trainer.strategy=ddp)" if several_processes else
+                "weight averaging (callbacks.weight_average)" if (cfg["callbacks"] or {}).get("weight_average") else
+                f"data={cfg['data']['name']}, whose batch is one step's" if not batch_holds_steps else None)
+    if one_only is not None:
+        if wanted not in ("auto", 1):
+            raise ConfigError(f"steps_per_batch={wanted} is not possible with {one_only}: use steps_per_batch=auto")
+        return 1
+    boundaries = batch_boundaries(cfg)
+    if wanted != "auto":
+        for key, every in boundaries.items():
+            if every % wanted:
+                raise ConfigError(f"steps_per_batch={wanted} must divide {key}={every} (a batch of steps ends "
+                                  "where it happens): give a divisor of it, or steps_per_batch=auto")
+        return wanted
+    common = math.gcd(*boundaries.values()) if boundaries else MAX_STEPS_PER_BATCH
+    return max(k for k in range(1, MAX_STEPS_PER_BATCH + 1) if common % k == 0)
 
 
 def _validate_data(data: dict[str, Any]) -> None:

@@ -245,30 +245,73 @@ def streams_of_rank(batch_size: int, rank: int, processes: int) -> slice:
     return slice(rank * share, (rank + 1) * share)
 
 
+# The length a TrainStream reports to Lightning: it never ends an epoch (training stops at max_steps,
+# max_time, early stopping or a signal); a known length keeps Lightning from fetching a batch ahead.
+ENDLESS = 2**62
+
+
+class TrainStream:
+    """The training windows of a TBPTTBatches, pass after pass over the corpus, `steps_per_batch`
+    windows to a Lightning batch: each window is one optimizer step (`Task.training_step`), and
+    Lightning's per-batch cost is paid once per batch.
+
+    Window w of the run (counted across passes: w is the step that trains on it) is window
+    w % num_windows of the corpus, so the batches are a function of the step alone: a resume starts at
+    its checkpoint's step (`start_at`), and batches end on multiples of `steps_per_batch` (a first,
+    shorter batch realigns a resume at another step), where validations, checkpoints and diagnostics
+    fall. A batch is `(inputs, targets, starts_pass)`: `(n * unroll, batch_size)` tokens of n <=
+    steps_per_batch windows, and for each window whether it is the first of a pass (its hidden state
+    starts afresh). Under DDP each process gets only its rank's streams (`streams_of_rank`)."""
+
+    endless = True  # for the progress bar: it counts steps, not batches of an epoch
+
+    def __init__(self, batches: TBPTTBatches, steps_per_batch: int = 1) -> None:
+        self.batches, self.steps_per_batch = batches, steps_per_batch
+        self.first_window = 0
+
+    def __len__(self) -> int:
+        return ENDLESS
+
+    def start_at(self, window: int) -> None:
+        """The next iteration starts at this window of the run (a resumed run's step)."""
+        self.first_window = window
+
+    def __iter__(self):
+        streams = streams_of_rank(self.batches.streams.shape[0], *process_rank())
+        window, per_batch = self.first_window, self.steps_per_batch
+        while True:
+            end = (window // per_batch + 1) * per_batch  # the next multiple of steps_per_batch
+            yield self.windows(window, end, streams)
+            window = end
+
+    def windows(self, start: int, end: int, streams: slice = slice(None)) -> tuple[Tensor, Tensor, tuple[bool, ...]]:
+        """Windows [start, end) of the run, as one batch."""
+        n, unroll = self.batches.num_windows, self.batches.unroll
+        pieces, w = [], start
+        while w < end:  # consecutive windows of one pass are one slice of the streams
+            first = w % n
+            count = min(end - w, n - first)
+            pieces.append(self.batches.streams[streams, first * unroll: (first + count) * unroll + 1])
+            w += count
+        inputs = np.concatenate([p[:, :-1] for p in pieces], axis=1)
+        targets = np.concatenate([p[:, 1:] for p in pieces], axis=1)
+        return (torch.from_numpy(np.ascontiguousarray(inputs.T)).long(),
+                torch.from_numpy(np.ascontiguousarray(targets.T)).long(),
+                tuple(w % n == 0 for w in range(start, end)))
+
+
 class StreamLoader:
-    """Yields the batches of a TBPTTBatches in stream order, resumably: Lightning keeps its
-    `state_dict` in every checkpoint and restores it, so a resumed run goes on with the next batch
-    of the same epoch rather than starting the corpus over. Under DDP, each process gets only its
-    rank's streams (`streams_of_rank`); Lightning's DistributedSampler does not apply to streams."""
+    """Yields the batches of a TBPTTBatches in stream order, one pass: validation and test (training
+    runs on a TrainStream). Under DDP, each process gets only its rank's streams (`streams_of_rank`);
+    Lightning's DistributedSampler does not apply to streams."""
 
     def __init__(self, batches: TBPTTBatches) -> None:
         self.batches = batches
-        self.position = 0  # batches of this epoch handed out so far
-        self._resume_at = 0
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self):
-        start, self._resume_at = self._resume_at, 0
         streams = streams_of_rank(self.batches.streams.shape[0], *process_rank())
-        for k in range(start, len(self.batches)):
-            self.position = k + 1
+        for k in range(len(self.batches)):
             yield self.batches.window(k, streams)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.position = state["position"]
-        self._resume_at = self.position % len(self.batches)  # a finished epoch resumes at the next

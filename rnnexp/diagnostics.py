@@ -1,9 +1,10 @@
 """See inside the network: gradient flow through time, saturated units, gates, histograms.
 
-Every `every_n_steps` training steps the batch just trained on is replayed, from the state it
-started from, through the cell equations of rnnexp/cells.py with the model's current weights (a
-copy of the model in which torch's fused layers, which keep h_t inside their kernels, are replaced
-by scratch layers with the same weights), in full precision and without dropout. On that replay:
+Every `every_n_steps` training steps the window of that step is replayed (after its backward, before
+its update), from the state it started from, through the cell equations of rnnexp/cells.py with the
+model's current weights (a copy of the model in which torch's fused layers, which keep h_t inside
+their kernels, are replaced by scratch layers with the same weights), in full precision and without
+dropout. On that replay:
 
 - gradient flow: ||dL_T / dh_t|| for every step t of the window and every layer, where L_T is the
   loss of the window's last prediction: how much of its error reaches back to step t. Logged as a
@@ -160,32 +161,30 @@ class Diagnostics(pl.Callback):
         self.every_n_steps, self.histograms, self.max_rows = every_n_steps, histograms, max_rows
         self.history: dict[str, list[list[float]]] = {}  # per layer, the gradient norms of the last replays
         self.history_steps: dict[str, list[int]] = {}  # and the training steps they were replayed at
-        self._due = False
 
     def _writers(self, trainer: pl.Trainer) -> list:
         return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_figure")]
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        self._due = self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0
-
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
-        if not (self._due and self.histograms):
+        """At every `every_n_steps`-th step, after its backward and before its update (one of several
+        steps of a Lightning batch, config.steps_per_batch): its histograms, and its window replayed."""
+        if self.every_n_steps <= 0 or trainer.global_step % self.every_n_steps or not trainer.loggers:
             return
-        for writer in self._writers(trainer):
-            for name, parameter in pl_module.model.named_parameters():
-                if "weight_hh" in name:
-                    writer.add_histogram(f"vitals/weights/{name}", parameter.detach().float(), trainer.global_step)
-                    if parameter.grad is not None:
-                        writer.add_histogram(f"vitals/gradients/{name}", parameter.grad.float(), trainer.global_step)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+        step = trainer.global_step  # the step being taken, as the training metrics number it
+        if self.histograms:
+            for writer in self._writers(trainer):
+                for name, parameter in pl_module.model.named_parameters():
+                    if "weight_hh" in name:
+                        writer.add_histogram(f"vitals/weights/{name}", parameter.detach().float(), step)
+                        if parameter.grad is not None:
+                            writer.add_histogram(f"vitals/gradients/{name}", parameter.grad.float(), step)
         replay = getattr(pl_module, "replay_batch", None)
-        if not self._due or replay is None or not trainer.loggers:
-            return
+        if replay is not None:
+            with torch.autocast(pl_module.device.type, enabled=False):  # in full precision, as the docstring says
+                self._replay(trainer, pl_module, replay, step)
+
+    def _replay(self, trainer: pl.Trainer, pl_module: pl.LightningModule, replay: Any, step: int) -> None:
         inputs, targets, state = replay
-        step = trainer.global_step - 1  # the step just taken, as the training metrics number it
         report = probe(pl_module.model, inputs, targets, state, pl_module.config["cell"].get("activation", "tanh"))
         scalars: dict[str, float] = {}
         for layer, found in report.items():

@@ -54,6 +54,7 @@ class Train:
     cache_dir: str | None
     scale: float
     seeds: int
+    steps_per_batch: Any  # auto or a positive integer (rnnexp.config.steps_per_batch)
     run_dir: str
     guard: Guard
     decode: Decode

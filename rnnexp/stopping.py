@@ -8,8 +8,9 @@ time-limit signal end training after the step in progress, with last.ckpt writte
   resumes from that checkpoint in its own folder (rnnexp.train.train).
 
 Signals are only noted when they arrive (a handler runs between two Python instructions, possibly in
-the middle of a step); the save happens at the end of the step, where a periodic save would, so the
-resume is as exact as from any last.ckpt.
+the middle of a step), and end the Lightning batch after the step under way (Task.training_step
+checks `trainer.should_stop` between its steps); the save happens there, where a periodic save would,
+so the resume is as exact as from any last.ckpt.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ class SaveOnStop(pl.Callback):
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._trainer: pl.Trainer | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size > 1:  # DDP: Lightning's own SIGTERM handling stops every process together
             return
+        self._trainer = trainer
         for signum in HANDLED:
             previous = signal.getsignal(signum)
             if signum == signal.SIGUSR2 and not callable(previous):
@@ -56,6 +59,8 @@ class SaveOnStop(pl.Callback):
             raise KeyboardInterrupt
         if self.received is None:
             self.received = signum
+            if self._trainer is not None:  # a batch of several steps ends after the step under way
+                self._trainer.should_stop = True
             if signum != signal.SIGUSR2:
                 print(f"\n{signal.Signals(signum).name}: stopping after this step, with a checkpoint "
                       "(Ctrl-C again to quit at once)", file=sys.stderr, flush=True)

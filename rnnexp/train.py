@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from rnnexp.config import validate_components, validate_config
+from rnnexp.config import steps_per_batch, validate_components, validate_config
 from rnnexp.errors import ConfigError
 from rnnexp.resolvers import register
 
@@ -101,6 +101,7 @@ def build(cfg: DictConfig, data: Any = None) -> tuple[Any, Any, Any, Path | None
     share_cpu_threads()
     pl.seed_everything(config["seed"], workers=True)
     task_type = task_class(config)
+    config["steps_per_batch"] = steps_per_batch(config, task_type.batch_holds_steps)
     if data is None:
         data = task_type.load_data(config, resolve_data_dir(config["data_dir"]),
                                    resolve_cache_dir(config["cache_dir"]))
@@ -149,19 +150,30 @@ def build(cfg: DictConfig, data: Any = None) -> tuple[Any, Any, Any, Path | None
         strategy = {"strategy": "ddp_spawn"}
     # Without a profiler asked for (debug=profile asks), Lightning's default, cheaper per hook (see NoProfiler).
     profiler = {} if config["trainer"].get("profiler") else {"profiler": NoProfiler()}
+    # Lightning counts validation intervals in batches; the config, as everything else, in steps.
+    every = config["trainer"]["val_check_interval"]
+    validation = {"val_check_interval": every // config["steps_per_batch"]} if isinstance(every, int) else {}
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, precision=precision,
                                       enable_checkpointing=checkpointing, enable_model_summary=False, **strategy,
-                                      **profiler)
+                                      **profiler, **validation)
     task.check_processes(trainer.world_size)
     log.info(
-        "training %s %s (%s, %s, %d parameters) on %s: %d train / %d validation batches, vocabulary %d; "
-        "%d CPU threads", config["arch"]["name"], config["cell"]["name"], config["cell"]["impl"], trainer.precision,
-        sum(p.numel() for p in task.parameters()), config["data"]["name"], len(data.train), len(data.valid),
+        "training %s %s (%s, %s, %d parameters) on %s: %d steps a pass over the train split, %d steps a "
+        "Lightning batch, %d validation batches, vocabulary %d; %d CPU threads", config["arch"]["name"],
+        config["cell"]["name"], config["cell"]["impl"], trainer.precision, sum(p.numel() for p in task.parameters()),
+        config["data"]["name"], steps_per_pass(data.train), config["steps_per_batch"], len(data.valid),
         len(data.vocab), torch.get_num_threads(),
     )
     if task.continues_run and trainer.is_global_zero:
         record_resume_overrides(run_dir)
     return trainer, task, data, ckpt_path
+
+
+def steps_per_pass(train: Any) -> int:
+    """Training steps in one pass over the training data: a language model's windows, else batches."""
+    from rnnexp.data import TrainStream
+
+    return train.batches.num_windows if isinstance(train, TrainStream) else len(train)
 
 
 def after_earlier_event_files(run_dir: Path) -> None:

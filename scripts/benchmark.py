@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,10 @@ PARTS = [
     ("validation samples", ["sample.val_length=0"]),
     ("early stopping (off by default)", ["callbacks.early_stop=null"]),
     ("TensorBoard logging", ["logger=none"]),
-    ("validation (both sides)", ["trainer.val_check_interval=NEVER"]),  # after the timed steps
+    ("validation (both sides)", ["trainer.val_check_interval=1000000"]),  # after the timed steps
 ]
 BARE = "bare LightningModule and Trainer"
+ONE_STEP = "one step a batch (steps_per_batch=1)"
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tiny-shakespeare's 65 symbols
 TRAIN_TOKENS, VALID_TOKENS = 1_003_854, 111_540  # tiny-shakespeare's 90/10 split
 
@@ -76,17 +78,18 @@ def random_data(config: dict[str, Any]) -> Any:
     """A TaskData of random tokens, as train.py's language-model data (no test split, as tiny-shakespeare)."""
     import numpy as np
 
-    from rnnexp.data import StreamLoader, TBPTTBatches
+    from rnnexp.data import StreamLoader, TBPTTBatches, TrainStream
     from rnnexp.tasks.base import TaskData
+    from rnnexp.tasks.language_model import EVAL_STEPS_PER_BATCH
     from rnnexp.tokenizers import vocab_from_symbols
 
     rng = np.random.default_rng(0)
     vocab = vocab_from_symbols(config["tokenizer"], list(ALPHABET))
     batch_size, unroll = config["batch_size"], config["unroll"]
-    return TaskData(vocab,
-                    StreamLoader(TBPTTBatches(rng.integers(0, 65, TRAIN_TOKENS, dtype=np.uint8), batch_size, unroll)),
-                    StreamLoader(TBPTTBatches(rng.integers(0, 65, VALID_TOKENS, dtype=np.uint8), batch_size, unroll,
-                                              "validation")))
+    train = TBPTTBatches(rng.integers(0, 65, TRAIN_TOKENS, dtype=np.uint8), batch_size, unroll)
+    valid = TBPTTBatches(rng.integers(0, 65, VALID_TOKENS, dtype=np.uint8), batch_size, unroll, "validation",
+                         max(1, EVAL_STEPS_PER_BATCH // unroll))
+    return TaskData(vocab, TrainStream(train, config["steps_per_batch"]), StreamLoader(valid))
 
 
 class PlainLoop:
@@ -122,7 +125,7 @@ class PlainLoop:
         from rnnexp.tasks.base import detach_state
 
         if self.k % len(self.train) == 0:
-            self.state = None  # a new epoch starts every stream over
+            self.state = None  # a new pass starts every stream over
         inputs, targets = (t.to(self.device) for t in self.train[self.k % len(self.train)])
         self.k += 1
         with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
@@ -154,10 +157,11 @@ class PlainLoop:
 
 
 def lockstep(plain: PlainLoop, warmup: int, steps: int, every: int, cpu: bool) -> Any:
-    """A callback that times train.py's steps [warmup, warmup + steps) and then stops the run;
-    after each of them the plain loop takes its step (and validates where train.py will), timed
-    apart. cpu: CPU time, the process's for the window (all threads: the progress bar draws in
-    one of its own), the main thread's for the plain loop."""
+    """A callback that times train.py's steps from the first batch that starts at step >= warmup to
+    the first that starts at step >= warmup + steps, and then stops the run; after each batch the
+    plain loop takes the same steps (and validates where train.py did), timed apart. cpu: CPU time,
+    the process's for the window (all threads: the progress bar draws in one of its own), the main
+    thread's for the plain loop."""
     import pytorch_lightning as pl
 
     total_clock = time.process_time if cpu else time.perf_counter
@@ -165,24 +169,27 @@ def lockstep(plain: PlainLoop, warmup: int, steps: int, every: int, cpu: bool) -
 
     class Lockstep(pl.Callback):
         total = plain_seconds = math.nan
+        start_step = end_step = -1
 
         def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-            if trainer.global_step == warmup:
+            if self.start_step < 0 and trainer.global_step >= warmup:
                 synchronize()
-                self.start, self.plain_seconds = total_clock(), 0.0
-            elif trainer.global_step == warmup + steps:
+                self.start, self.start_step, self.plain_seconds = total_clock(), trainer.global_step, 0.0
+            elif self.start_step >= 0 and trainer.global_step >= warmup + steps:
                 synchronize()
-                self.total = total_clock() - self.start
+                self.total, self.end_step = total_clock() - self.start, trainer.global_step
                 raise WindowDone
+            self.batch_start = trainer.global_step
 
         def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
             synchronize()
             start = plain_clock()
-            plain.step()
+            for _ in range(trainer.global_step - self.batch_start):
+                plain.step()
             if every and trainer.global_step % every == 0:
                 plain.validate()
             synchronize()
-            if trainer.global_step > warmup:
+            if self.start_step >= 0:
                 self.plain_seconds += plain_clock() - start
 
     return Lockstep()
@@ -212,6 +219,7 @@ def bare_run(config: dict[str, Any], data: Any, callback: Any) -> None:
     import torch
     import torch.nn.functional as F
 
+    from rnnexp.data import TrainStream
     from rnnexp.model import build_language_model
     from rnnexp.optim import build_optimizer, build_scheduler
     from rnnexp.tasks.base import detach_state
@@ -224,8 +232,8 @@ def bare_run(config: dict[str, Any], data: Any, callback: Any) -> None:
             self.state = None
 
         def training_step(self, batch: Any, batch_idx: int) -> Any:
-            inputs, targets = batch
-            logits, state = self.model(inputs, None if batch_idx == 0 else self.state)
+            inputs, targets, (starts_pass,) = batch
+            logits, state = self.model(inputs, None if starts_pass else self.state)
             self.state = detach_state(state)
             return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
@@ -244,7 +252,7 @@ def bare_run(config: dict[str, Any], data: Any, callback: Any) -> None:
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
     try:
-        trainer.fit(Bare(), data.train)
+        trainer.fit(Bare(), TrainStream(data.train.batches, 1))  # a batch per step
     except WindowDone:
         pass
 
@@ -255,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="default: conf/train.yaml's model; short: LSTM H=32, batch 8, unroll 16")
     parser.add_argument("--steps", type=int, default=500, help="timed steps (500: two validations, one "
                         "every-500-steps checkpoint and four diagnostics at the defaults)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (up to the next batch)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's choice)")
     parser.add_argument("--breakdown", action="store_true", help="also switch each part off in turn")
@@ -271,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from hydra import compose, initialize_config_dir
 
+    from rnnexp.config import steps_per_batch
+    from rnnexp.data import TrainStream
     from rnnexp.quiet import silence_known_noise
     from rnnexp.train import resolve
 
@@ -279,21 +289,24 @@ def main(argv: list[str] | None = None) -> None:
     silence_known_noise()
     for name in ("pytorch_lightning", "lightning_fabric", "lightning", "rnnexp"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    never = str(args.warmup + args.steps + 1)
     variants: list[tuple[str, list[str]]] = [("train.py", [])]
     if args.breakdown:
-        variants += [(f"without {name}", [o.replace("NEVER", never) for o in extra]) for name, extra in PARTS]
+        variants += [(f"without {name}", extra) for name, extra in PARTS]
         all_off = [o for _, extra in variants[1:] for o in extra]
-        variants += [("all of the above off", all_off), (BARE, all_off)]  # the bare run's plain loop: no validation
+        variants += [("all of the above off", all_off), (BARE, all_off), (ONE_STEP, ["steps_per_batch=1"])]
     # The model summary is printed once, before the timed steps: left out to keep the output short.
-    base = [*SIZES[args.size], "+trainer.enable_model_summary=false", *overrides,
-            f"trainer.max_steps={args.warmup + args.steps + 1}"]
+    base = [*SIZES[args.size], "+trainer.enable_model_summary=false", *overrides]
 
     times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}  # (rnnexp, plain) pairs
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(config_dir=str(REPO / "conf"),
                                                                         version_base="1.3"):
-        configs = {name: compose("train", overrides=[f"run_dir={tmp}/run", *base, *extra]) for name, extra in variants}
-        config = resolve(configs["train.py"])
+        config = resolve(compose("train", overrides=[f"run_dir={tmp}/run", *base]))
+        # Every variant takes as many steps a batch as train.py does here (switching a part off may
+        # change what `auto` finds), except the one that shows what taking them one by one costs.
+        config["steps_per_batch"] = steps_per_batch(config, batch_holds_steps=True)
+        same_steps = [f"steps_per_batch={config['steps_per_batch']}"]
+        configs = {name: compose("train", overrides=[f"run_dir={tmp}/run", *base, *extra, *(
+            [] if any(o.startswith("steps_per_batch=") for o in extra) else same_steps)]) for name, extra in variants}
         data = random_data(config)
         runs = 0
         for _ in range(args.repeats):
@@ -305,7 +318,8 @@ def main(argv: list[str] | None = None) -> None:
                 every = variant["trainer"]["val_check_interval"]
                 plain = PlainLoop(variant, data)
                 clock = lockstep(plain, args.warmup, args.steps, 0 if name == BARE else every, args.clock == "cpu")
-                bare_run(variant, data, clock) if name == BARE else rnnexp_run(cfg, data, clock)
+                own = replace(data, train=TrainStream(data.train.batches, variant["steps_per_batch"]))
+                bare_run(variant, data, clock) if name == BARE else rnnexp_run(cfg, own, clock)
                 if math.isnan(clock.total):
                     raise RuntimeError(f"the run ended before step {args.warmup + args.steps}")
                 times[name].append((clock.total - clock.plain_seconds, clock.plain_seconds))

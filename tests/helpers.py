@@ -106,13 +106,14 @@ class PoisonGradient(pl.Callback):
 
 
 class PoisonWeights(pl.Callback):
-    """Sets the readout bias to NaN before step `at_step`: every loss from then on is NaN."""
+    """Sets the readout bias to NaN in the update of step `at_step` - 1 (wherever that step falls in
+    its Lightning batch): every loss from step `at_step` on is NaN."""
 
     def __init__(self, at_step: int) -> None:
         self.at_step = at_step
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
-        if trainer.global_step == self.at_step:
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        if trainer.global_step == self.at_step - 1:
             with torch.no_grad():
                 pl_module.model.head.bias.fill_(float("nan"))
 
@@ -146,14 +147,15 @@ class DoubleCell(torch.nn.Module):
 
 
 class SignalAt(pl.Callback):
-    """Sends this process `signum` (`times` times) at the end of step `step`, as a user's Ctrl-C or a
-    scheduler's SIGTERM would arrive during it: `+callbacks.stop._target_=tests.helpers.SignalAt ...`."""
+    """Sends this process `signum` (`times` times) during the step that ends at `step` (before its
+    update, wherever it falls in its Lightning batch), as a user's Ctrl-C or a scheduler's SIGTERM
+    would arrive: `+callbacks.stop._target_=tests.helpers.SignalAt ...`."""
 
     def __init__(self, step: int, signum: int, times: int = 1) -> None:
         self.step, self.signum, self.times = step, signum, times
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
-        if trainer.global_step == self.step:
+    def on_before_optimizer_step(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == self.step - 1:
             for _ in range(self.times):
                 os.kill(os.getpid(), self.signum)
 

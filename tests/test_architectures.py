@@ -38,7 +38,7 @@ def test_deep_stack_carries_every_layers_state(tiny_text, tmp_path):
 
     config = resolve(tiny_run_config(tiny_text, tmp_path, "arch=deep", "arch.num_layers=3", "cell=lstm"))
     task = LanguageModelTask(config, list("abcdefgh"))
-    task.training_step((torch.randint(0, 8, (5, 2)), torch.randint(0, 8, (5, 2))), 0)
+    task.step_loss((torch.randint(0, 8, (5, 2)), torch.randint(0, 8, (5, 2)), True))
     h, c = task.train_state
     assert h.shape == c.shape == (3, 2, 16)
 

@@ -4,6 +4,7 @@ Each corpus format has a tiny stand-in here (a small text8.zip, a WikiText-style
 PTB's three files, a non-Latin UTF-8 file) that runs through the real loading code."""
 
 import hashlib
+import itertools
 import urllib.error
 import zipfile
 
@@ -119,36 +120,43 @@ def test_a_single_process_is_rank_0_of_1_and_ranks_share_the_streams_without_ove
         streams_of_rank(6, 0, 4)
 
 
-def test_the_stream_loader_resumes_at_the_next_batch_of_the_epoch_and_after_it_at_the_first():
-    from rnnexp.data import StreamLoader
+def test_the_training_stream_is_a_function_of_the_step_in_batches_that_end_on_multiples():
+    from rnnexp.data import TrainStream
 
-    batches = TBPTTBatches((np.arange(203) % 251).astype(np.uint8), batch_size=4, unroll=6)  # 8 batches
-    every = [x for x, _ in StreamLoader(batches)]
-    loader = StreamLoader(batches)
-    assert loader.state_dict() == {"position": 0}
-    epoch = iter(loader)
-    for _ in range(3):
-        next(epoch)
-    assert loader.state_dict() == {"position": 3}  # what a checkpoint after the third batch keeps
-    resumed = StreamLoader(batches)
-    resumed.load_state_dict(loader.state_dict())
-    rest = [x for x, _ in resumed]
-    assert len(rest) == 5 and all(torch.equal(a, b) for a, b in zip(rest, every[3:], strict=True))
-    assert resumed.state_dict() == {"position": 8}
-    assert len([x for x, _ in resumed]) == 8  # the next epoch starts at the first batch again
-    finished = StreamLoader(batches)
-    finished.load_state_dict({"position": 8})  # saved at the end of an epoch
-    assert torch.equal(next(iter(finished))[0], every[0])
+    batches = TBPTTBatches((np.arange(203) % 251).astype(np.uint8), batch_size=4, unroll=6)  # 8 windows a pass
+    windows = [batches[k] for k in range(8)]
+
+    def take(stream, n):
+        return list(itertools.islice(iter(stream), n))
+
+    stream = TrainStream(batches, steps_per_batch=3)
+    first = take(stream, 4)  # windows 0-2, 3-5, 6-8 (8 is the next pass's first), 9-11
+    assert [len(starts) for _, _, starts in first] == [3, 3, 3, 3]
+    assert [starts for _, _, starts in first] == [(True, False, False), (False,) * 3, (False, False, True),
+                                                  (False,) * 3]
+    for b, (inputs, targets, _) in enumerate(first):
+        for j, (x, y) in enumerate(zip(inputs.split(6), targets.split(6), strict=True)):
+            k = (3 * b + j) % 8  # the run's window 3b + j is the corpus's window (3b + j) mod 8
+            assert torch.equal(x, windows[k][0]) and torch.equal(y, windows[k][1])
+    resumed = TrainStream(batches, steps_per_batch=3)
+    resumed.start_at(7)  # a resume at step 7: a first batch of 2 steps realigns on 9
+    again = take(resumed, 2)
+    assert [starts for _, _, starts in again] == [(False, True), (False,) * 3]
+    assert torch.equal(again[0][0], torch.cat([windows[7][0], windows[0][0]]))
+    assert torch.equal(again[1][0], first[3][0])
+    assert len(stream) >= 2**62  # Lightning never ends an epoch of it: training stops at max_steps or time
 
 
 def test_under_ddp_the_stream_loader_yields_only_its_ranks_streams(monkeypatch):
-    from rnnexp.data import StreamLoader
+    from rnnexp.data import StreamLoader, TrainStream
 
     batches = TBPTTBatches((np.arange(203) % 251).astype(np.uint8), batch_size=4, unroll=6)
     monkeypatch.setattr(data_module, "process_rank", lambda: (1, 2))  # the second of two processes
     shares = list(StreamLoader(batches))
     assert len(shares) == len(batches)
     for k, (x, y) in enumerate(shares):
+        assert torch.equal(x, batches[k][0][:, 2:4]) and torch.equal(y, batches[k][1][:, 2:4])
+    for k, (x, y, _) in enumerate(itertools.islice(iter(TrainStream(batches)), len(batches))):
         assert torch.equal(x, batches[k][0][:, 2:4]) and torch.equal(y, batches[k][1][:, 2:4])
 
 

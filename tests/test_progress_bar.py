@@ -239,6 +239,6 @@ def test_a_real_run_shows_the_tasks_loss_tokens_per_second_and_val_loss(tiny_tex
     trainer.fit(task, data.train, data.valid)
     frame = last_frame(bar)
     assert len(frame) == 1, frame
-    assert re.search(r"^Epoch 0 +\S+ 4/\d+ .* loss: \d+\.\d{3} tok_per_s: [\d,]+ val_loss: \d+\.\d{3}$", frame[0]), \
+    assert re.search(r"^Steps +\S+ 4/4 .* loss: \d+\.\d{3} tok_per_s: [\d,]+ val_loss: \d+\.\d{3}$", frame[0]), \
         frame
     assert "v_num" not in bar._console.export_text()

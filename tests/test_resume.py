@@ -129,12 +129,12 @@ def test_skip_mode_skips_a_nan_loss(tiny_text, tmp_path, caplog):
     config = resolve(tiny_run_config(tiny_text, tmp_path, "guard.on_nonfinite=skip"))
     vocab = CharVocab.build([tiny_text.read_text()])
     task = LanguageModelTask(config, vocab.symbols)
-    batch = TBPTTBatches(vocab.encode(tiny_text.read_text()), 4, 8)[0]
-    assert task.training_step(batch, 0) is not None
+    window = (*TBPTTBatches(vocab.encode(tiny_text.read_text()), 4, 8)[0], True)
+    assert task.step_loss(window) is not None
     with torch.no_grad():
         task.model.head.bias.fill_(float("nan"))
     with caplog.at_level(logging.WARNING, logger="rnnexp"):
-        assert task.training_step(batch, 1) is None  # Lightning skips backward and the update
+        assert task.step_loss(window) is None  # no backward, no update
     assert "loss is nan; step skipped" in caplog.text
 
 

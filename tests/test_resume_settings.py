@@ -26,7 +26,7 @@ MAY_CHANGE = (
     "callbacks.model_checkpoint.every_n_steps", "trainer.max_steps", "trainer.max_time", "trainer.max_epochs",
     "trainer.val_check_interval", "trainer.log_every_n_steps", "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "trainer.num_sanity_val_steps", "trainer.accelerator", "trainer.devices",
-    "trainer.profiler", "trainer.strategy", "trainer.num_nodes",
+    "trainer.profiler", "trainer.strategy", "trainer.num_nodes", "steps_per_batch",
 )
 
 CONFIGS = {  # several group options, so that every group's keys are met

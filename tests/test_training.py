@@ -187,24 +187,24 @@ def test_hidden_state_is_carried_detached_between_batches_and_kept_apart_from_va
     vocab = CharVocab.build([text])
     batches = TBPTTBatches(vocab.encode(text), batch_size=4, unroll=8)
     task = LanguageModelTask(config, vocab.symbols)
-    task.training_step(batches[0], 0)
+    task.step_loss((*batches[0], True))
     carried = task.train_state
     assert not any(s.requires_grad for s in carried)  # detached: BPTT stops at the batch boundary
     inputs, targets = batches[1]
     with torch.no_grad():
         logits_carried, _ = task.model(inputs, carried)
         logits_fresh, _ = task.model(inputs, None)
-    loss = task.training_step(batches[1], 1)
+    loss = task.step_loss((*batches[1], False))
     assert loss.item() == pytest.approx(F.cross_entropy(logits_carried.flatten(0, 1), targets.flatten()).item())
     assert loss.item() != pytest.approx(F.cross_entropy(logits_fresh.flatten(0, 1), targets.flatten()).item())
     train_state = task.train_state
     task.on_validation_epoch_start()
     task.validation_step(batches[0], 0)
     assert task.train_state is train_state and task.val_state is not None
-    # Batch 0 of every epoch starts each stream afresh, whatever state was carried.
+    # The first window of every pass starts each stream afresh, whatever state was carried.
     with torch.no_grad():
         logits_first, _ = task.model(batches[0][0], None)
-    loss_first = task.training_step(batches[0], 0)
+    loss_first = task.step_loss((*batches[0], True))
     expected_first = F.cross_entropy(logits_first.flatten(0, 1), batches[0][1].flatten())
     assert loss_first.item() == pytest.approx(expected_first.item())
 

@@ -49,7 +49,8 @@ def _wrapping_markdown(line: str) -> str:
 
 HPARAMS_RUN = "hparams"  # the sub-run of a run folder that TensorBoard's HParams tab reads (Task.on_fit_start)
 # Where a run's files are, or how it was started: they differ between any two runs and say nothing of them.
-NOT_HPARAMS = ("trainer", "logger", "callbacks", "run_dir", "data_dir", "cache_dir", "ckpt_path", "init_from")
+NOT_HPARAMS = ("trainer", "logger", "callbacks", "run_dir", "data_dir", "cache_dir", "ckpt_path", "init_from",
+               "steps_per_batch")  # how Lightning is driven: the steps are the same for any
 
 
 def hparams_of(config: dict[str, Any], trainer: pl.Trainer) -> dict[str, bool | int | float | str]:
@@ -75,6 +76,18 @@ def hparams_of(config: dict[str, Any], trainer: pl.Trainer) -> dict[str, bool | 
     return params
 
 
+def _upgrade_loop_state(checkpoint: dict[str, Any]) -> None:
+    """A checkpoint of before steps_per_batch counted its steps as Lightning's automatic optimisation
+    does, and kept its training loader's position: the task steps its optimizer itself now (Lightning
+    reads the step from that count), and the training batches follow from the step alone."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    automatic = loop.get("epoch_loop.automatic_optimization.optim_progress")
+    manual = loop.get("epoch_loop.manual_optimization.optim_step_progress")
+    if automatic and manual and manual["total"]["completed"] == 0:
+        loop["epoch_loop.manual_optimization.optim_step_progress"] = automatic["optimizer"]["step"]
+        loop.get("state_dict", {}).pop("combined_loader", None)
+
+
 @dataclass
 class TaskData:
     """What a task trains on: its vocabulary (`.symbols`, the list saved in checkpoints) and loaders."""
@@ -98,13 +111,14 @@ class Task(pl.LightningModule):
 
     # The keys its `data` config may hold (conf/data/*.yaml), checked before training starts.
     data_schema: type[Data] = Data
+    # Whether a Lightning batch may hold several steps (`split_batch`; config.steps_per_batch).
+    batch_holds_steps = False
     # Attributes set at every step or hook (Lightning sets `_current_fx_name` twice per hook call,
     # about 40 times a training step) that are never parameters, buffers or submodules: they skip
     # nn.Module.__setattr__'s checks, which cost about as much as a small tensor op each (see
     # docs/results.md, the benchmark). A subclass adds its own per-step attributes.
     plain_attributes = frozenset({"_current_fx_name", "_loss_sum", "_penalty_sum", "_window_steps", "_window_tokens",
-                                  "tokens_trained", "_first_bad_step", "_window_clipped", "_window_updates",
-                                  "_pre_clip"})
+                                  "tokens_trained", "_first_bad_step", "_window_clipped", "_window_updates"})
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self.plain_attributes:
@@ -140,7 +154,6 @@ class Task(pl.LightningModule):
         self.tokens_trained = 0
         # The first step whose loss or gradient was NaN/inf, kept on the device (-1: none yet).
         self._first_bad_step = torch.tensor(-1)
-        self._pre_clip: tuple[Tensor, dict[str, Tensor] | None] | None = None  # this step's, before clipping
         # Host-side numbers for the progress bar, refreshed at logging steps only.
         self.progress_stats: dict[str, float] = {}
         self.sample_text: str | None = None
@@ -238,6 +251,40 @@ class Task(pl.LightningModule):
 
     # --- training -------------------------------------------------------------------------------
 
+    automatic_optimization = False  # training_step takes its own optimizer steps: several a batch
+
+    def split_batch(self, batch: Any) -> Any:
+        """The steps of one Lightning batch, one optimizer step each (`step_loss`): by default the batch
+        itself; a language model's batch holds `steps_per_batch` unroll windows (data.TrainStream)."""
+        return (batch,)
+
+    def step_loss(self, batch: Any) -> Tensor | None:
+        """The loss of one step's batch (having called `count_train`), or None to skip the step."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One optimizer step for each step of the batch (`split_batch`): Lightning's per-batch cost
+        (its hooks, loops and progress tracking, as much as a short step's own time) is paid once for
+        all of them. Each step is a whole one: its loss, backward, `on_before_optimizer_step` (the
+        gradient norms, the NaN guard, clipping and the logging of every N steps), the update, and
+        the schedule. A skipped step (guard.on_nonfinite=skip) updates nothing but still counts, so
+        that step numbers stay those of the windows trained on."""
+        optimizer, schedule = self.optimizers(), self.lr_schedulers()
+        no_scaler = getattr(self.trainer.precision_plugin, "scaler", None) is None
+        for step_batch in self.split_batch(batch):
+            if 0 < self.trainer.max_steps <= self.trainer.global_step:
+                break  # the budget ends inside this batch
+            loss = self.step_loss(step_batch)
+            if loss is not None:
+                self.manual_backward(loss)
+            if loss is not None or no_scaler:  # fp16's GradScaler cannot step without gradients
+                optimizer.step()  # Lightning's: on_before_optimizer_step, the update, global_step + 1
+            optimizer.zero_grad(set_to_none=True)
+            if schedule is not None:
+                schedule.step()
+            if self.trainer.should_stop:  # a signal (stopping.SaveOnStop): the batch ends after this step
+                break
+
     def count_train(self, loss: Tensor, tokens: int, penalty: Tensor | None = None) -> None:
         """Add a step's loss (and a regulariser's `penalty`, trained on but not part of the loss the
         task reports) to the window averaged at the next logging step (no host sync)."""
@@ -263,38 +310,27 @@ class Task(pl.LightningModule):
         return every > 0 and (self.trainer.global_step + 1) % every == 0
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Runs after backward and before clipping: the pre-clip gradient norms and the NaN guard.
-        What clipping then does is measured in `configure_gradient_clipping`, which logs both."""
-        self._pre_clip = None
+        """Runs after backward, before the update: the pre-clip gradient norms and the NaN guard,
+        clipping (the top-level `clip`), and what clipping did, measured on the device: the total
+        norm of the gradients the optimizer then applies (`vitals/grad_norm/total_after_clip`), and
+        whether clipping shrank them (`vitals/grad_norm/clipped_frac`). At logging steps every value
+        goes to the loggers in one copy to the host."""
         named_grads = [(name, p.grad) for name, p in self.model.named_parameters() if p.grad is not None]
-        if not named_grads:
+        if not named_grads:  # a skipped step: nothing to apply
             return
-        total = torch.nn.utils.get_total_norm([g for _, g in named_grads])
-        self._guard_gradients(total, optimizer)
+        before = torch.nn.utils.get_total_norm([g for _, g in named_grads])
+        self._guard_gradients(before, optimizer)
+        log_step = self._is_log_step()
         norms = {f"vitals/grad_norm/{name}": torch.linalg.vector_norm(g) for name, g in named_grads} \
-            if self._is_log_step() else None
-        self._pre_clip = (total, norms)
-
-    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
-                                    gradient_clip_algorithm: str | None = None) -> None:
-        """Lightning's clipping (the Trainer's gradient_clip_val, which is `clip`), then what it did,
-        measured on the device: the total norm of the gradients the optimizer is about to apply
-        (`vitals/grad_norm/total_after_clip`), and whether clipping shrank them (`vitals/grad_norm/clipped_frac`).
-        At logging steps every value goes to the loggers in one copy to the host."""
-        if self._pre_clip is None:  # nothing to apply (a skipped step)
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-            return
-        (before, norms), self._pre_clip = self._pre_clip, None
-        if gradient_clip_val and gradient_clip_algorithm == "norm":
+            if log_step else {}
+        clip = self.config["clip"]
+        if clip:
             # torch's clip_grad_norm_ with the norm measured before clipping: not computed a second time
             # (a dozen small ops a step, much of a short step). It scales by clip / (norm + 1e-6) when
             # that is below 1, and that is what counts as clipped.
-            torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), gradient_clip_val, before)
-            self._count_clipping(gradient_clip_val / (before + 1e-6) < 1)
-        else:
-            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-            self._count_clipping(None)
-        if norms is None:
+            torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), clip, before)
+        self._count_clipping(clip / (before + 1e-6) < 1 if clip else None)
+        if not log_step:
             return
         # the gradients after clipping, as the optimizer will see them: measured at logging steps
         after = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
@@ -524,6 +560,7 @@ class Task(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        _upgrade_loop_state(checkpoint)
         saved = checkpoint["rnnexp"]
         if self.continues_run:  # a resume into a new folder keeps its own best, as its best.ckpt does
             self.best_val_loss, self.best_score = saved["best_val_loss"], saved["best_score"]
@@ -550,4 +587,4 @@ class Task(pl.LightningModule):
             if self._plateau_state is not None:
                 scheduler.load_state_dict(self._plateau_state)
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}  # stepped after each step (training_step)

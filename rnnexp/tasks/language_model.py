@@ -1,9 +1,9 @@
 """The language model: next-token prediction over token streams, trained with truncated BPTT.
 
-Lightning 2.x has no TBPTT of its own: the batches arrive in stream order (see `data.TBPTTBatches`)
-and the task carries the hidden state from one batch to the next, detached, so gradients flow
-through exactly `unroll` steps. Automatic optimisation is kept, so the Trainer's gradient clipping,
-precision and accumulation work unchanged.
+Lightning 2.x has no TBPTT of its own: the windows arrive in stream order (see `data.TrainStream`),
+`steps_per_batch` of them to a Lightning batch, each its own optimizer step (`Task.training_step`),
+and the task carries the hidden state from one window to the next, detached, so gradients flow
+through exactly `unroll` steps.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnexp.cells import State
-from rnnexp.data import StreamLoader, TBPTTBatches, load_corpus, process_rank, streams_of_rank
+from rnnexp.data import StreamLoader, TBPTTBatches, TrainStream, load_corpus, process_rank, streams_of_rank
 from rnnexp.errors import CheckpointError, DataError
 from rnnexp.model import build_language_model
 from rnnexp.sample import generate
@@ -53,6 +53,7 @@ class LanguageModelTask(Task):
     """Next-token prediction over token streams, with the hidden state carried between batches."""
 
     data_schema = CorpusData
+    batch_holds_steps = True  # steps_per_batch windows (data.TrainStream)
     plain_attributes = Task.plain_attributes | {"train_state", "replay_batch", "val_state", "_val_nll", "_val_tokens"}
 
     @classmethod
@@ -70,7 +71,8 @@ class LanguageModelTask(Task):
         batch_size, unroll = config["batch_size"], config["unroll"]
         has_test = len(corpus.test) > batch_size * (unroll + 1)  # a split that can fill one batch
         per_batch = max(1, EVAL_STEPS_PER_BATCH // unroll)
-        return TaskData(corpus.vocab, StreamLoader(TBPTTBatches(corpus.train, batch_size, unroll, "train")),
+        train = TrainStream(TBPTTBatches(corpus.train, batch_size, unroll, "train"), config["steps_per_batch"])
+        return TaskData(corpus.vocab, train,
                         StreamLoader(TBPTTBatches(corpus.valid, batch_size, unroll, "validation", per_batch)),
                         StreamLoader(TBPTTBatches(corpus.test, batch_size, unroll, "test", per_batch))
                         if has_test else None)
@@ -92,10 +94,16 @@ class LanguageModelTask(Task):
         """Mean NLL in nats as perplexity (word level) or bits per symbol (character and byte level)."""
         return torch.exp(loss) if self.score_name == "ppl" else loss / math.log(2)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
-        inputs, targets = batch
-        if batch_idx == 0:
-            self.train_state = None  # a new epoch: every stream restarts at the start of the corpus
+    def split_batch(self, batch: tuple[Tensor, Tensor, tuple[bool, ...]]) -> Any:
+        """A batch's unroll windows, each with whether it starts a pass over the corpus (data.TrainStream)."""
+        inputs, targets, starts_pass = batch
+        unroll = self.config["unroll"]
+        return zip(inputs.split(unroll), targets.split(unroll), starts_pass, strict=True)
+
+    def step_loss(self, window: tuple[Tensor, Tensor, bool]) -> Tensor | None:
+        inputs, targets, starts_pass = window
+        if starts_pass:
+            self.train_state = None  # a new pass: every stream restarts at the start of the corpus
         self.replay_batch = (inputs, targets, self.train_state)  # for rnnexp.diagnostics: references, no copy
         logits, state = self.model(inputs, self.train_state, targets, self.teacher_prob())
         self.train_state = detach_state(state)
@@ -104,12 +112,14 @@ class LanguageModelTask(Task):
         penalty, self.model.penalty = getattr(self.model, "penalty", None), None
         if self.skip_nonfinite_loss(loss):
             self.train_state = None  # the carried state may be what blew up
-            return None  # Lightning then skips backward and the optimizer step
+            return None  # no backward, no update
         self.count_train(loss, targets.numel(), penalty)
         return loss if penalty is None else loss + penalty
 
     def on_train_start(self) -> None:
         super().on_train_start()
+        # The training batches are a function of the step (data.TrainStream): a resume starts at its own.
+        self.trainer.train_dataloader.start_at(self.global_step)
         if self._saved_train_states is not None:  # restored from a checkpoint: one state per process
             rank, processes = process_rank()
             if len(self._saved_train_states) != processes:
@@ -168,7 +178,7 @@ class LanguageModelTask(Task):
         return generate(self.model, vocab, prime, length, sample["temperature"], generator)
 
 
-def sample_prime(prime: str | None, vocab: Vocab, train: StreamLoader) -> str:
+def sample_prime(prime: str | None, vocab: Vocab, train: TrainStream) -> str:
     """The text a sample starts from: `prime`, or by default (null) a line break; where the
     vocabulary cannot spell it (no line breaks in text8, say), the corpus's first symbol."""
     wanted = "\n" if prime is None else prime

@@ -158,7 +158,7 @@ class LongRangeTask(Task):
             return F.mse_loss(outputs.float(), targets)
         return F.cross_entropy(outputs.flatten(0, 1).float(), targets.flatten())
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+    def step_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor | None:
         inputs, targets = batch
         loss = self.loss(inputs, targets)
         if self.skip_nonfinite_loss(loss):

@@ -124,7 +124,7 @@ class SegmentationTask(Task):
     def load_data(cls, config: dict[str, Any], data_dir: Path, cache_dir: Path) -> TaskData:
         return load_segmentation(config, data_dir)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+    def step_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor | None:
         inputs, labels = batch
         loss = F.cross_entropy(self.model(inputs).flatten(0, 1), labels.flatten())
         if self.skip_nonfinite_loss(loss):

@@ -383,7 +383,7 @@ class Seq2SeqTask(Task):
     def load_data(cls, config: dict[str, Any], data_dir: Path, cache_dir: Path) -> TaskData:
         return load_seq2seq(config, data_dir)
 
-    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor | None:
+    def step_loss(self, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor | None:
         source, lengths, target = batch
         logits = self.model(source, lengths, target, self.config["arch"]["teacher_forcing"])
         loss = F.cross_entropy(logits.flatten(0, 1), target[1:].flatten(), ignore_index=0)  # padding ignored

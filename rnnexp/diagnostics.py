@@ -180,8 +180,7 @@ class Diagnostics(pl.Callback):
                             writer.add_histogram(f"vitals/gradients/{name}", parameter.grad.float(), step)
         replay = getattr(pl_module, "replay_batch", None)
         if replay is not None:
-            with torch.autocast(pl_module.device.type, enabled=False):  # in full precision, as the docstring says
-                self._replay(trainer, pl_module, replay, step)
+            self._replay(trainer, pl_module, replay, step)
 
     def _replay(self, trainer: pl.Trainer, pl_module: pl.LightningModule, replay: Any, step: int) -> None:
         inputs, targets, state = replay

@@ -63,9 +63,7 @@ def test_first_over_last_is_the_ratio_of_the_probed_norms_of_the_same_batch(cell
     trainer = SimpleNamespace(global_step=6, loggers=[logger])
     task = SimpleNamespace(model=model, replay_batch=(inputs, targets, state), config={"cell": {"name": cell}})
     callback = Diagnostics(every_n_steps=3, histograms=False)
-    callback.on_train_batch_start(trainer, task, None, 0)  # step 6: due (6 % 3 == 0)
-    trainer.global_step = 7  # the step is taken; its metrics are numbered 6
-    callback.on_train_batch_end(trainer, task, None, None, 0)
+    callback.on_before_optimizer_step(trainer, task, None)  # step 6 (6 % 3 == 0), before its update
 
     ((step, logged),) = logger.logged
     assert step == 6
@@ -86,8 +84,7 @@ def test_nothing_is_logged_between_the_due_steps():
     trainer = SimpleNamespace(global_step=4, loggers=[logger])
     task = SimpleNamespace(model=None, replay_batch=None, config={})
     callback = Diagnostics(every_n_steps=3)
-    callback.on_train_batch_start(trainer, task, None, 0)
-    callback.on_train_batch_end(trainer, task, None, None, 0)
+    callback.on_before_optimizer_step(trainer, task, None)
     assert logger.logged == []
 
 
@@ -107,10 +104,7 @@ def test_images_keep_the_last_rows_and_histograms_show_the_recurrent_weights_and
     for step, batch in enumerate(batches * 2):  # steps 0..7: due at 0, 2, 4, 6
         trainer.global_step = step
         task.replay_batch = batch
-        callback.on_train_batch_start(trainer, task, None, 0)
         callback.on_before_optimizer_step(trainer, task, None)
-        trainer.global_step = step + 1
-        callback.on_train_batch_end(trainer, task, None, None, 0)
     added = logger.experiment.added
     histograms = [(tag, step) for kind, tag, _, step in added if kind == "histogram"]
     assert histograms == [(tag, step) for step in (0, 2, 4, 6) for tag in  # the step they are the weights of
@@ -140,10 +134,10 @@ def test_no_histograms_when_turned_off_and_no_replay_without_loggers():
     task = SimpleNamespace(model=model, replay_batch=(torch.zeros(4, 2, dtype=torch.long),) * 2 + (None,),
                            config={"cell": {"name": "gru"}})
     callback = Diagnostics(every_n_steps=1, histograms=False)
-    callback.on_train_batch_start(SimpleNamespace(global_step=0, loggers=[logger]), task, None, 0)
+    callback.on_before_optimizer_step(SimpleNamespace(global_step=0, loggers=[]), task, None)
+    assert callback.history == {}  # no loggers: no replay
     callback.on_before_optimizer_step(SimpleNamespace(global_step=0, loggers=[logger]), task, None)
-    callback.on_train_batch_end(SimpleNamespace(global_step=1, loggers=[]), task, None, None, 0)
-    assert logger.experiment.added == [] and callback.history == {}
+    assert [kind for kind, *_ in logger.experiment.added] == ["image"]  # the replay's figure, no histogram
 
 
 VIRIDIS = [[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0.57, 0.55], [0.37, 0.79, 0.38], [0.99, 0.91, 0.14]]
@@ -203,14 +197,11 @@ def test_the_callbacks_defaults_and_when_it_is_due():
         callback = Diagnostics(every_n_steps=every)
         for step in range(3):
             trainer = SimpleNamespace(global_step=step, loggers=[logger])
-            callback.on_train_batch_start(trainer, SimpleNamespace(), None, 0)
-            trainer.global_step = step + 1
-            callback.on_train_batch_end(trainer, SimpleNamespace(model=model, replay_batch=batch,
-                                                                 config={"cell": {"name": "gru"}}), None, None, 0)
+            callback.on_before_optimizer_step(trainer, SimpleNamespace(model=model, replay_batch=batch,
+                                                                       config={"cell": {"name": "gru"}}), None)
         assert [step for step, _ in logger.logged] == due, every
     no_replay = SimpleNamespace(model=model, config={"cell": {"name": "gru"}})  # a task that keeps no batch
-    callback.on_train_batch_start(SimpleNamespace(global_step=0, loggers=[logger]), no_replay, None, 0)
-    callback.on_train_batch_end(SimpleNamespace(global_step=1, loggers=[logger]), no_replay, None, None, 0)
+    callback.on_before_optimizer_step(SimpleNamespace(global_step=0, loggers=[logger]), no_replay, None)
     assert [step for step, _ in logger.logged] == [0, 2]
 
 

@@ -89,7 +89,7 @@ class ParityTask(Task):
     def forward(self, bits: Tensor) -> Tensor:
         return self.model(bits)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
+    def step_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor | None:
         bits, parity = batch
         loss = F.cross_entropy(self(bits).flatten(0, 1), parity.flatten())
         if self.skip_nonfinite_loss(loss):

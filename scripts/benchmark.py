@@ -6,16 +6,19 @@ diagnostics, validation samples, early stopping, report) and validation schedule
 would write: its own copy of the model, optimizer, schedule, clipping and precision, on the same
 batches, validating over the same validation batches at the same steps.
 
-The two alternate step by step in this one process: after each of train.py's steps the plain loop
-takes the same step (and validates where train.py will), timed on its own; train.py's time is the
-whole window's less the plain loop's. So a slow or busy moment of the machine falls on both alike,
+The two alternate batch by batch in this one process: after each of train.py's Lightning batches
+(`steps_per_batch` steps, 25 at the defaults) the plain loop takes the same steps (and validates
+where train.py did), timed on its own; train.py's time is the whole window's less the plain loop's.
+So a slow or busy moment of the machine falls on both alike,
 and the report is their time ratio (tokens per second for orientation only):
 
     python scripts/benchmark.py --size short --threads 1 --clock cpu --breakdown  # LSTM H=32, batch 8, unroll 16
     python scripts/benchmark.py --threads 1 --clock cpu --breakdown               # the default model, LSTM H=512
     python scripts/benchmark.py cell=gru cell.impl=scratch cell.hidden_size=128
 
-What is timed: `--steps` training steps after `--warmup` ones, with whatever falls between them
+What is timed: `--steps` training steps after `--warmup` ones (each rounded up to a whole batch; every
+variant takes as many steps a batch as train.py, but the one that shows their effect), with whatever
+falls between them
 (validations, checkpoints, diagnostics, samples, the progress bar's drawing); the run is then
 stopped, so its start (Trainer, sanity check) and end (last validation, test split, sample, report)
 are not. `--breakdown` also runs train.py with each part switched off in turn: a part's share is how

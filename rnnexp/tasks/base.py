@@ -120,6 +120,12 @@ class Task(pl.LightningModule):
     plain_attributes = frozenset({"_current_fx_name", "_loss_sum", "_penalty_sum", "_window_steps", "_window_tokens",
                                   "tokens_trained", "_first_bad_step", "_window_clipped", "_window_updates"})
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "training_step" in cls.__dict__:  # under manual optimisation its loss would never be stepped
+            raise TypeError(f"{cls.__qualname__} defines training_step: a task gives one step's loss in step_loss "
+                            "(Task.training_step does the backward, clipping and update)")
+
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self.plain_attributes:
             object.__setattr__(self, name, value)

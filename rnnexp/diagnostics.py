@@ -28,6 +28,7 @@ import copy
 import math
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -110,48 +111,83 @@ VIRIDIS_ANCHORS = torch.tensor([[0.27, 0.00, 0.33], [0.23, 0.32, 0.55], [0.13, 0
                                 [0.99, 0.91, 0.14]])  # viridis at 0, 1/4, 1/2, 3/4, 1
 
 
+def viridis(x: np.ndarray) -> np.ndarray:
+    """Colours (..., 3) of values in [0, 1], interpolated between VIRIDIS_ANCHORS (in NumPy: these small
+    arrays cost torch more in thread start-ups than in arithmetic)."""
+    anchors = VIRIDIS_ANCHORS.numpy()
+    stops = np.linspace(0, 1, len(anchors))
+    return np.stack([np.interp(np.clip(x, 0, 1), stops, anchors[:, c]) for c in range(3)], axis=-1)
+
+
 def heatmap(rows: list[list[float]], orders: int = 20, scale: int = 4) -> Tensor:
     """An image (3, H, W) of gradient norms, one row each, top to bottom: each norm relative to the
     row's last one, log10 of it coloured on one fixed scale for every run, from dark blue
     (10^-orders or less) through green to yellow (1). Each value is a scale x scale block."""
-    values = torch.tensor([[math.log10(max(v / max(row[-1], 1e-38), 1e-38)) for v in row] for row in rows])
-    x = ((values + orders) / orders).clamp(0, 1)
-    anchors = VIRIDIS_ANCHORS
-    position = x * (len(anchors) - 1)
-    lower = position.floor().long().clamp(max=len(anchors) - 2)
-    weight = (position - lower)[..., None]
-    colours = anchors[lower] * (1 - weight) + anchors[lower + 1] * weight  # (rows, T, 3)
-    image = colours.permute(2, 0, 1)
+    values = np.array([[math.log10(max(v / max(row[-1], 1e-38), 1e-38)) for v in row] for row in rows])
+    image = torch.from_numpy(viridis((values + orders) / orders)).float().permute(2, 0, 1)  # (3, rows, T)
     return image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
 
 
-def gradient_flow_figure(steps: list[int], rows: list[list[float]], layer: str, orders: int = 20) -> Any:
-    """The gradient-flow image as a figure one reads at 100%: `heatmap`'s colours (one row per replay,
-    labelled with its training step; one column per step t of the window), axes, and a colour bar in
-    log10 of ||dL_T/dh_t|| / ||dL_T/dh_T||. 440 x 215 pixels, about what a TensorBoard Time Series card
-    shows (in a 1600-pixel window), so that it is shown at its own size: a larger image is shrunk to the
-    card, and its text with it."""
-    import matplotlib
+# The gradient-flow figure: 440 x 215 pixels, about what a TensorBoard Time Series card shows (in a
+# 1600-pixel window), so that it is shown at its own size; the heatmap fills PLOT (left, top, right,
+# bottom), the colour bar COLOUR_BAR.
+FIGURE_SIZE, PLOT, COLOUR_BAR = (440, 215), (62, 22, 352, 168), (366, 22, 378, 168)
 
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LinearSegmentedColormap, Normalize
 
-    window = len(rows[0])
-    with plt.rc_context({"font.size": 9}):  # 12.5 pixels at 100 dpi
-        figure, axes = plt.subplots(figsize=(4.4, 2.15), dpi=100)
-        axes.imshow(heatmap(rows, orders, scale=1).permute(1, 2, 0).numpy(), aspect="auto", interpolation="nearest",
-                    extent=(0.5, window + 0.5, len(rows) - 0.5, -0.5))
-        shown = range(0, len(rows), -(-len(rows) // 6))  # at most 6 labels: 12.5-pixel text in 150 pixels
-        axes.set_yticks(list(shown), [str(steps[i]) for i in shown])
-        axes.set_xlabel("t, step of the window (L_T: the last's loss)")
-        axes.set_ylabel("training step")
-        axes.set_title(f"gradient flow, {layer}")
-        scale = LinearSegmentedColormap.from_list("rnnexp", VIRIDIS_ANCHORS.tolist())
-        bar = figure.colorbar(plt.cm.ScalarMappable(Normalize(-orders, 0), scale), ax=axes)
-        bar.set_label("log10 |dL/dh_t| / |dL/dh_T|")
-        figure.tight_layout()
-    return figure
+def row_labels(steps: list[int]) -> list[tuple[int, str]]:
+    """(row, label) of the rows the figure labels with their training step: at most 6, evenly spaced
+    (11-pixel text in a plot 146 pixels high)."""
+    return [(i, str(steps[i])) for i in range(0, len(steps), -(-len(steps) // 6))]
+
+
+def gradient_flow_image(steps: list[int], rows: list[list[float]], layer: str, orders: int = 20) -> Tensor:
+    """The gradient-flow figure one reads at 100%, as an image (3, 215, 440) of uint8: `heatmap`'s
+    colours (one row per replay, labelled with its training step; one column per step t of the window),
+    axes, and a colour bar in log10 of ||dL_T/dh_t|| / ||dL_T/dh_T||. Drawn with Pillow in about a
+    millisecond (matplotlib took about 100 ms a figure, most of a short run's diagnostics)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=11)
+    figure = Image.new("RGB", FIGURE_SIZE, "white")
+    draw = ImageDraw.Draw(figure)
+
+    def pixels(colours: np.ndarray) -> Image.Image:  # (H, W, 3) in [0, 1]
+        return Image.fromarray(np.round(colours * 255).astype(np.uint8))
+
+    def vertical(text: str, centre: tuple[int, int]) -> None:  # an axis title, read bottom to top
+        width = int(draw.textlength(text, font=font))
+        label = Image.new("RGB", (width, 13), "white")
+        ImageDraw.Draw(label).text((0, 0), text, fill="black", font=font)
+        label = label.rotate(90, expand=True)
+        figure.paste(label, (centre[0] - label.width // 2, centre[1] - label.height // 2))
+
+    left, top, right, bottom = PLOT
+    window, height = len(rows[0]), (bottom - top) / len(rows)
+    figure.paste(pixels(heatmap(rows, orders, scale=1).permute(1, 2, 0).numpy()).resize(
+        (right - left, bottom - top), Image.NEAREST), (left, top))
+    draw.rectangle((left - 1, top - 1, right, bottom), outline="black")
+    draw.text(((left + right) / 2, 2), f"gradient flow, {layer}", fill="black", font=font, anchor="mt")
+    for row, label in row_labels(steps):
+        y = top + (row + 0.5) * height
+        draw.line((left - 4, y, left - 1, y), fill="black")
+        draw.text((left - 6, y), label, fill="black", font=font, anchor="rm")
+    for t in sorted({1, (window + 1) // 2, window}):  # the first, middle and last step of the window
+        x = left + (t - 0.5) * (right - left) / window
+        draw.line((x, bottom, x, bottom + 3), fill="black")
+        draw.text((x, bottom + 5), str(t), fill="black", font=font, anchor="mt")
+    draw.text(((left + right) / 2, bottom + 20), "t, step of the window (L_T: the last's loss)", fill="black",
+              font=font, anchor="mt")
+    vertical("training step", (10, (top + bottom) // 2))
+    bar_left, bar_top, bar_right, bar_bottom = COLOUR_BAR
+    levels = np.repeat(np.linspace(1, 0, bar_bottom - bar_top)[:, None], bar_right - bar_left, axis=1)
+    figure.paste(pixels(viridis(levels)), (bar_left, bar_top))
+    draw.rectangle((bar_left - 1, bar_top - 1, bar_right, bar_bottom), outline="black")
+    for value in range(0, -orders - 1, -5):
+        y = bar_top + (-value / orders) * (bar_bottom - bar_top - 1)
+        draw.line((bar_right, y, bar_right + 3, y), fill="black")
+        draw.text((bar_right + 5, y), str(value), fill="black", font=font, anchor="lm")
+    vertical("log10 |dL/dh_t| / |dL/dh_T|", (FIGURE_SIZE[0] - 14, (bar_top + bar_bottom) // 2))
+    return torch.from_numpy(np.asarray(figure).copy()).permute(2, 0, 1)
 
 
 class Diagnostics(pl.Callback):
@@ -163,7 +199,7 @@ class Diagnostics(pl.Callback):
         self.history_steps: dict[str, list[int]] = {}  # and the training steps they were replayed at
 
     def _writers(self, trainer: pl.Trainer) -> list:
-        return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_figure")]
+        return [lg.experiment for lg in trainer.loggers if hasattr(getattr(lg, "experiment", None), "add_image")]
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         """At every `every_n_steps`-th step, after its backward and before its update (one of several
@@ -198,6 +234,6 @@ class Diagnostics(pl.Callback):
             steps.append(step)
             del rows[: -self.max_rows], steps[: -self.max_rows]
             for writer in self._writers(trainer):
-                writer.add_figure(f"vitals/gradient_flow/{layer}", gradient_flow_figure(steps, rows, layer), step)
+                writer.add_image(f"vitals/gradient_flow/{layer}", gradient_flow_image(steps, rows, layer), step)
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)

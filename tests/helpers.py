@@ -166,7 +166,7 @@ class SlowSteps(pl.Callback):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def on_train_batch_end(self, *args) -> None:
+    def on_before_optimizer_step(self, *args) -> None:  # per step, however many a Lightning batch holds
         import time
 
         time.sleep(self.seconds)

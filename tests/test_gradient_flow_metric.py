@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rnnexp.diagnostics import Diagnostics, heatmap, probe
+from rnnexp.diagnostics import COLOUR_BAR, PLOT, Diagnostics, gradient_flow_image, heatmap, probe, row_labels
 from rnnexp.model import build_language_model
 
 
@@ -29,14 +29,8 @@ class Writer:
     def __init__(self) -> None:
         self.added: list[tuple] = []
 
-    def add_figure(self, tag, figure, step) -> None:
-        """Kept as what it draws: the image's pixels and the replay steps its rows are labelled with."""
-        import matplotlib.pyplot as plt
-
-        axes = figure.axes[0]
-        pixels = torch.from_numpy(axes.images[0].get_array().data.copy()).permute(2, 0, 1)
-        self.added.append(("image", tag, (pixels, [t.get_text() for t in axes.get_yticklabels()]), step))
-        plt.close(figure)
+    def add_image(self, tag, image, step) -> None:
+        self.added.append(("image", tag, image, step))
 
     def add_histogram(self, tag, values, step) -> None:
         self.added.append(("histogram", tag, values.clone(), step))
@@ -114,14 +108,38 @@ def test_images_keep_the_last_rows_and_histograms_show_the_recurrent_weights_and
     images = [(tag, image, step) for kind, tag, image, step in added if kind == "image"]
     assert [(tag, step) for tag, _, step in images] == [("vitals/gradient_flow/rnn.l0", s) for s in (0, 2, 4, 6)]
     norms = [probe(model, *batch, "relu")["rnn.l0"]["grad_norms"] for batch in batches]
-    assert torch.equal(images[0][1][0], heatmap([norms[0]], scale=1)) and images[0][1][1] == ["0"]
-    assert torch.equal(images[1][1][0], heatmap([norms[0], norms[2]], scale=1)) and images[1][1][1] == ["0", "2"]
-    # the last max_rows=2 rows (steps 4, 6), each row labelled with its step
-    assert torch.equal(images[3][1][0], heatmap([norms[0], norms[2]], scale=1)) and images[3][1][1] == ["4", "6"]
+    assert torch.equal(plotted(images[0][1], 1, 6), colours([norms[0]]))
+    assert torch.equal(plotted(images[1][1], 2, 6), colours([norms[0], norms[2]]))
+    # the last max_rows=2 rows (steps 4, 6: the batches of steps 0 and 2 again)
+    assert torch.equal(plotted(images[3][1], 2, 6), colours([norms[0], norms[2]]))
     assert callback.history == {"rnn.l0": [norms[0], norms[2]]} and callback.history_steps == {"rnn.l0": [4, 6]}
     assert [step for step, _ in logger.logged] == [0, 2, 4, 6] and logger.logged == plain.logged
     assert set(logger.logged[0][1]) == {"vitals/gradient_flow/rnn.l0/first_over_last", "vitals/cells/rnn.l0/dead_frac",
                                         "vitals/gradient_flow/rnn.l0/first_over_last_log10"}
+
+
+def plotted(image: torch.Tensor, rows: int, window: int) -> torch.Tensor:
+    """The colour at the centre of each (row, step) cell of the figure's heatmap: (3, rows, window)."""
+    left, top, right, bottom = PLOT
+    assert image.shape == (3, 215, 440) and image.dtype == torch.uint8
+    ys = [int(top + (r + 0.5) * (bottom - top) / rows) for r in range(rows)]
+    xs = [int(left + (t + 0.5) * (right - left) / window) for t in range(window)]
+    return image[:, ys][:, :, xs]
+
+
+def colours(rows: list[list[float]]) -> torch.Tensor:
+    return (heatmap(rows, scale=1) * 255).round().byte()
+
+
+def test_the_figure_labels_at_most_six_rows_with_their_steps_evenly_and_its_colour_bar_runs_from_yellow_to_blue():
+    assert row_labels([0, 2]) == [(0, "0"), (1, "2")]
+    assert row_labels(list(range(0, 1500, 125))) == [(0, "0"), (2, "250"), (4, "500"), (6, "750"), (8, "1000"),
+                                                      (10, "1250")]
+    image = gradient_flow_image([0], [[1e-20, 1.0]], "rnn.l0")
+    bar_left, bar_top, bar_right, bar_bottom = COLOUR_BAR
+    x = (bar_left + bar_right) // 2
+    assert image[:, bar_top, x].tolist() == colours([[1.0, 1.0]])[:, 0, 0].tolist()  # 0: yellow at the top
+    assert image[:, bar_bottom - 1, x].tolist() == colours([[1e-20, 1.0]])[:, 0, 0].tolist()  # -20 at the bottom
 
 
 def test_no_histograms_when_turned_off_and_no_replay_without_loggers():

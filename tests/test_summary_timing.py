@@ -23,7 +23,7 @@ class Sleep(pl.Callback):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def on_train_batch_end(self, *args) -> None:
+    def on_before_optimizer_step(self, *args) -> None:  # per step, however many a Lightning batch holds
         time.sleep(self.seconds)
 
 

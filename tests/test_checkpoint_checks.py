@@ -160,3 +160,78 @@ def test_a_setting_absent_on_one_side_differs_from_one_set_to_null():
 def test_flatten_keeps_every_key_as_it_is_named():
     assert flatten({"cell": {"X": 1, "hidden_size": 2}, "empty": {}, "top": None}) == {
         "cell.X": 1, "cell.hidden_size": 2, "empty": {}, "top": None}
+
+
+def test_a_checkpoint_of_before_a_setting_compares_as_its_value_that_means_off():
+    old = saved({"run_dir": "r", "arch": {"name": "arch1"}}, [], {})  # written before arch.zoneout existed
+    check_same_settings(old, Path("x.ckpt"), {"run_dir": "r", "arch": {"name": "arch1", "zoneout": 0.0}})
+    with pytest.raises(CheckpointError, match=r"arch\.zoneout=0\.5 \(checkpoint: 0\.0\)"):
+        check_same_settings(old, Path("x.ckpt"), {"run_dir": "r", "arch": {"name": "arch1", "zoneout": 0.5}})
+
+
+def test_a_damaged_checkpoint_is_named_with_what_is_wrong(tmp_path):
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"\x80\x02}q\x00garbage that is no pickle")
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(garbage)
+    assert str(refused.value) == f"checkpoint {garbage} is corrupt or truncated (not a torch checkpoint)"
+    truncated = tmp_path / "truncated.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(100)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    try:
+        torch.load(truncated, weights_only=True)
+    except RuntimeError as e:
+        reason = str(e).strip().splitlines()[0]
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(truncated)
+    assert str(refused.value) == f"checkpoint {truncated} is corrupt or truncated ({reason})"
+
+
+def test_a_save_writes_beside_its_target_and_renames_making_missing_folders(tmp_path, monkeypatch):
+    from rnnexp.checkpoint import atomic_save
+
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"  # neither folder exists yet
+    atomic_save({"step": 1}, path)
+    assert torch.load(path)["step"] == 1 and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+    def dies(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies)
+    with pytest.raises(OSError):
+        atomic_save({"step": 2}, path)
+    assert (path.parent / "last.ckpt.tmp").read_bytes() == b"half a checkpoint"  # the partial write, beside it
+    monkeypatch.undo()
+    assert torch.load(path)["step"] == 1  # the last complete save is untouched
+
+
+def test_only_the_empty_unused_folders_made_here_are_removed(tmp_path, monkeypatch):
+    from rnnexp import checkpoint
+
+    monkeypatch.setattr(checkpoint, "_made_here", [])
+    used, empty, written, also_empty = (Path(checkpoint.new_folder(str(tmp_path / name)))
+                                        for name in ("used", "empty", "written", "also_empty"))
+    (written / "events").write_text("x")
+    checkpoint.remove_unused_folders([str(used / "0_job")])  # a job's folder below `used`
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["used", "written"]
+    assert checkpoint._made_here == [used, written]
+
+
+@pytest.mark.parametrize("hook,mode,kept", [("on_multirun_start", "MULTIRUN", "sweep"),
+                                            ("on_job_start", "MULTIRUN", "sweep"), ("on_job_start", "RUN", "run"),
+                                            ("on_multirun_end", "MULTIRUN", "sweep")])
+def test_the_hydra_callback_keeps_the_folder_hydra_uses_and_removes_the_other(tmp_path, monkeypatch, hook, mode,
+                                                                               kept):
+    from types import SimpleNamespace
+
+    from hydra.types import RunMode
+
+    from rnnexp import checkpoint
+
+    monkeypatch.setattr(checkpoint, "_made_here", [])
+    run, sweep = (checkpoint.new_folder(str(tmp_path / name)) for name in ("run", "sweep"))
+    config = SimpleNamespace(hydra=SimpleNamespace(mode=RunMode[mode], run=SimpleNamespace(dir=run),
+                                                   sweep=SimpleNamespace(dir=sweep)))
+    getattr(checkpoint.RemoveUnusedFolders(), hook)(config)
+    assert [p.name for p in tmp_path.iterdir()] == [kept]

@@ -106,11 +106,13 @@ def test_clipped_share_counts_the_steps_that_clipping_shrank(tiny_text, tmp_path
 
     config = resolve_config(tiny_text, tmp_path, "clip=1.0")
     task = LanguageModelTask(config, list("abc"))
-    for shrunk in (False, True, True, False, False):  # what clipping did at each step
-        task._count_clipping(torch.tensor(shrunk))
-    assert float(task._window_clipped) / task._window_updates == pytest.approx(2 / 5)
-    task._count_clipping(None)  # no clipping done: a step, not a clipped one
-    assert float(task._window_clipped) / task._window_updates == pytest.approx(2 / 6)
+    # pre-clip norms of five steps; torch scales by clip / (norm + 1e-6) where that is below 1
+    task._window_norms = [(step, torch.tensor(norm)) for step, norm in enumerate((0.5, 2.0, 3.0, 0.9, 0.99))]
+    assert float(task.clipped_fraction()) == pytest.approx(2 / 5)
+    task._window_norms.append((5, torch.tensor(1.0)))  # 1 / (1 + 1e-6) < 1: shrunk by a hair, clipped
+    assert float(task.clipped_fraction()) == pytest.approx(3 / 6)
+    task.config = {**task.config, "clip": 0}  # no clipping: no step clipped
+    assert float(task.clipped_fraction()) == 0.0
 
 
 def test_clipping_is_logged_before_and_after(tiny_text, tmp_path):

@@ -26,8 +26,9 @@ def saved_task(config) -> tuple[dict, torch.Tensor]:
     task = LanguageModelTask(config, list("abc"))
     task.best_val_loss, task.best_score, task.best_step = 1.5, 2.0, 7
     task.first_logged_loss, task.plateau = 3.0, Plateau()
-    task._loss_sum, task._window_steps, task._window_tokens = torch.tensor(4.0), 3, 10
-    task._window_clipped, task._window_updates = torch.tensor(2.0), 3
+    task._window_losses = [(4, torch.tensor(1.0)), (5, torch.tensor(3.0))]
+    task._window_steps, task._window_tokens = 2, 10
+    task._window_norms = [(4, torch.tensor(0.5)), (5, torch.tensor(2.0))]
     checkpoint = {}
     task.on_save_checkpoint(checkpoint)
     return checkpoint, torch.rand(3)
@@ -42,8 +43,8 @@ def test_a_resume_that_continues_its_run_takes_back_its_best_and_its_windows(con
     assert (resumed.best_val_loss, resumed.best_score, resumed.best_step) == (1.5, 2.0, 7)
     assert resumed._plateau_state == {"num_bad_epochs": 2, "best": 1.25}  # for configure_optimizers
     assert resumed.first_logged_loss == 3.0
-    assert float(resumed._loss_sum) == 4.0 and resumed._window_steps == 3
-    assert float(resumed._window_clipped) == 2.0 and resumed._window_updates == 3
+    assert resumed._window_losses == [(4, torch.tensor(1.0)), (5, torch.tensor(3.0))] and resumed._window_steps == 2
+    assert resumed._window_norms == [(4, torch.tensor(0.5)), (5, torch.tensor(2.0))]
     assert torch.equal(torch.rand(3), next_draw)
 
 
@@ -55,11 +56,13 @@ def test_a_resume_into_a_new_folder_keeps_its_own_best(config):
     assert resumed._plateau_state == {"num_bad_epochs": 2, "best": 1.25} and resumed.first_logged_loss == 3.0
 
 
-def test_an_older_checkpoint_without_best_step_or_clip_window_resumes_with_their_defaults(config):
+def test_an_older_checkpoint_without_best_step_or_norm_window_resumes_with_their_defaults(config):
     checkpoint, _ = saved_task(config)
-    del checkpoint["rnnexp"]["best_step"], checkpoint["rnnexp"]["clip_window"]
+    del checkpoint["rnnexp"]["best_step"], checkpoint["rnnexp"]["norm_window"]
+    checkpoint["rnnexp"]["log_window"] = (torch.tensor(6.0), 3, 10)  # the sum of 3 losses, as kept before
     resumed = LanguageModelTask(config, list("abc"))
     resumed.continues_run = True
     resumed.on_load_checkpoint(checkpoint)
     assert resumed.best_step == -1 and resumed.best_score == 2.0
-    assert float(resumed._window_clipped) == 0.0 and resumed._window_updates == 0
+    assert resumed._window_norms == [] and resumed._window_steps == 3
+    assert sum(float(loss) for _, loss in resumed._window_losses) == 6.0 and len(resumed._window_losses) == 3

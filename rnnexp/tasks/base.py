@@ -117,8 +117,8 @@ class Task(pl.LightningModule):
     # about 40 times a training step) that are never parameters, buffers or submodules: they skip
     # nn.Module.__setattr__'s checks, which cost about as much as a small tensor op each (see
     # docs/results.md, the benchmark). A subclass adds its own per-step attributes.
-    plain_attributes = frozenset({"_current_fx_name", "_loss_sum", "_penalty_sum", "_window_steps", "_window_tokens",
-                                  "tokens_trained", "_first_bad_step", "_window_clipped", "_window_updates"})
+    plain_attributes = frozenset({"_current_fx_name", "_window_losses", "_window_norms", "_penalty_sum",
+                                  "_window_steps", "_window_tokens", "tokens_trained", "_named_parameters"})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -158,8 +158,7 @@ class Task(pl.LightningModule):
         self._plateau_state: dict[str, Any] | None = None
         self.first_logged_loss: float | None = None
         self.tokens_trained = 0
-        # The first step whose loss or gradient was NaN/inf, kept on the device (-1: none yet).
-        self._first_bad_step = torch.tensor(-1)
+        self._named_parameters: list[tuple[str, Tensor]] | None = None  # the model's, listed once (on_train_start)
         # Host-side numbers for the progress bar, refreshed at logging steps only.
         self.progress_stats: dict[str, float] = {}
         self.sample_text: str | None = None
@@ -276,7 +275,7 @@ class Task(pl.LightningModule):
         the schedule. A skipped step (guard.on_nonfinite=skip) updates nothing but still counts, so
         that step numbers stay those of the windows trained on."""
         optimizer, schedule = self.optimizers(), self.lr_schedulers()
-        no_scaler = getattr(self.trainer.precision_plugin, "scaler", None) is None
+        no_scaler = self._grad_scaler() is None
         for step_batch in self.split_batch(batch):
             if 0 < self.trainer.max_steps <= self.trainer.global_step:
                 break  # the budget ends inside this batch
@@ -293,9 +292,9 @@ class Task(pl.LightningModule):
 
     def count_train(self, loss: Tensor, tokens: int, penalty: Tensor | None = None) -> None:
         """Add a step's loss (and a regulariser's `penalty`, trained on but not part of the loss the
-        task reports) to the window averaged at the next logging step (no host sync)."""
-        self._flag_if_nonfinite(loss.detach())
-        self._loss_sum += loss.detach()
+        task reports) to the window averaged at the next logging step: kept as it is, on the device
+        (no host sync, no tensor op a step); the NaN guard reads it there too (`first_bad_step`)."""
+        self._window_losses.append((self.global_step, loss.detach()))
         if penalty is not None:
             penalty = penalty.detach().float()
             self._penalty_sum = penalty if self._penalty_sum is None else self._penalty_sum + penalty
@@ -321,11 +320,14 @@ class Task(pl.LightningModule):
         norm of the gradients the optimizer then applies (`vitals/grad_norm/total_after_clip`), and
         whether clipping shrank them (`vitals/grad_norm/clipped_frac`). At logging steps every value
         goes to the loggers in one copy to the host."""
-        named_grads = [(name, p.grad) for name, p in self.model.named_parameters() if p.grad is not None]
+        if self._named_parameters is None:
+            self._named_parameters = list(self.model.named_parameters())
+        named_grads = [(name, p.grad) for name, p in self._named_parameters if p.grad is not None]
         if not named_grads:  # a skipped step: nothing to apply
             return
         before = torch.nn.utils.get_total_norm([g for _, g in named_grads])
-        self._guard_gradients(before, optimizer)
+        self._window_norms.append((self.global_step, before))  # for the NaN guard and clipped_frac
+        self._skip_if_nonfinite(before, optimizer)
         log_step = self._is_log_step()
         norms = {f"vitals/grad_norm/{name}": torch.linalg.vector_norm(g) for name, g in named_grads} \
             if log_step else {}
@@ -334,17 +336,18 @@ class Task(pl.LightningModule):
             # torch's clip_grad_norm_ with the norm measured before clipping: not computed a second time
             # (a dozen small ops a step, much of a short step). It scales by clip / (norm + 1e-6) when
             # that is below 1, and that is what counts as clipped.
-            torch.nn.utils.clip_grads_with_norm_(self.model.parameters(), clip, before)
-        self._count_clipping(clip / (before + 1e-6) < 1 if clip else None)
+            torch.nn.utils.clip_grads_with_norm_([p for _, p in self._named_parameters], clip, before)
         if not log_step:
             return
         # the gradients after clipping, as the optimizer will see them: measured at logging steps
-        after = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        after = torch.nn.utils.get_total_norm([p.grad for _, p in self._named_parameters if p.grad is not None])
         self.raise_if_diverged()
         norms["vitals/grad_norm/total"] = before
         norms["vitals/grad_norm/total_after_clip"] = after
-        norms["vitals/grad_norm/clipped_frac"] = self._window_clipped / max(self._window_updates, 1)
-        train_loss = self.sum_over_ranks(self._loss_sum / max(self._window_steps, 1)) / self.ranks()
+        norms["vitals/grad_norm/clipped_frac"] = self.clipped_fraction()
+        losses = [loss for _, loss in self._window_losses]
+        loss_sum = torch.stack(losses).float().sum() if losses else torch.zeros((), device=self.device)
+        train_loss = self.sum_over_ranks(loss_sum / max(len(losses), 1)) / self.ranks()
         elapsed = time.perf_counter() - self._window_start
         tokens_per_sec = self._window_tokens * self.ranks() / elapsed  # of all DDP processes together
         # One copy to the host for every value; written and flushed now, at the step they describe,
@@ -365,31 +368,42 @@ class Task(pl.LightningModule):
         self._report_explosion(self.progress_stats["loss"])
         self._reset_log_window()
 
-    def _count_clipping(self, shrunk: Tensor | None) -> None:
-        """Count the steps whose gradients clipping shrank (`shrunk`, on the device: no host sync; None
-        where no norm clipping is done)."""
-        self._window_updates += 1
-        if shrunk is not None:
-            self._window_clipped = self._window_clipped + shrunk
+    def clipped_fraction(self) -> Tensor:
+        """The share of this window's steps whose gradients clipping shrank: torch's clip_grad_norm_
+        scales by clip / (norm + 1e-6) where that is below 1 (0 without clipping)."""
+        clip = self.config["clip"]
+        if not clip or not self._window_norms:
+            return torch.zeros((), device=self.device)
+        norms = torch.stack([norm for _, norm in self._window_norms]).float()
+        return (clip / (norms + 1e-6) < 1).float().mean()
 
-    def _guard_gradients(self, total_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
-            return  # fp16's GradScaler skips overflowing steps itself; losses are still guarded
-        if self.guard["on_nonfinite"] == "skip":
-            if not torch.isfinite(total_norm):  # a host sync, every step: the price of skipping
-                log.warning("step %d: gradient norm is %s; step skipped", self.global_step, total_norm.item())
-                optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are not updated
-            return
-        self._flag_if_nonfinite(total_norm)
+    def _skip_if_nonfinite(self, total_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """guard.on_nonfinite=skip: a NaN/inf gradient is dropped (a host sync, every step: the price of skipping)."""
+        if self.guard["on_nonfinite"] != "skip" or self._grad_scaler() is not None:
+            return  # stop: first_bad_step reads it later; fp16's GradScaler skips overflowing steps itself
+        if not torch.isfinite(total_norm):
+            log.warning("step %d: gradient norm is %s; step skipped", self.global_step, total_norm.item())
+            optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are not updated
 
-    def _flag_if_nonfinite(self, value: Tensor) -> None:
-        """Remember the first bad step on the device; it is read at logging steps and before saving."""
-        bad = ~torch.isfinite(value) & (self._first_bad_step < 0)
-        self._first_bad_step = torch.where(bad, self.global_step, self._first_bad_step)
+    def _grad_scaler(self) -> Any:
+        """fp16's GradScaler where the trainer has one (None without a trainer, in tests)."""
+        return getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
+
+    def first_bad_step(self) -> int:
+        """The first step since the last logging step whose loss or gradient norm was NaN or infinite
+        (-1: none); one read of the device. Under guard.on_nonfinite=skip no bad value is kept, and
+        under fp16's GradScaler overflowing gradients are expected (it skips those steps)."""
+        checked = list(self._window_losses)
+        if self.guard["on_nonfinite"] == "stop" and self._grad_scaler() is None:
+            checked += self._window_norms
+        if not checked:
+            return -1
+        finite = torch.isfinite(torch.stack([value.float() for _, value in checked])).tolist()
+        return min((step for (step, _), ok in zip(checked, finite, strict=True) if not ok), default=-1)
 
     def raise_if_diverged(self) -> None:
         """Stop training once the loss or a gradient has been NaN or infinite (reads the device)."""
-        first_bad = int(self._first_bad_step)
+        first_bad = self.first_bad_step()
         if first_bad >= 0:
             raise TrainingDiverged(
                 f"loss or gradient became NaN/inf at step {first_bad}; training stopped, the checkpoints "
@@ -407,21 +421,20 @@ class Task(pl.LightningModule):
             )
 
     def _reset_log_window(self) -> None:
-        self._loss_sum = torch.zeros((), device=self.device)
+        # Each step's loss and pre-clip gradient norm, (step, value) on the device, until the next logging step.
+        self._window_losses: list[tuple[int, Tensor]] = []
+        self._window_norms: list[tuple[int, Tensor]] = []
         self._penalty_sum: Tensor | None = None
-        self._window_clipped = torch.zeros((), device=self.device)
-        self._window_updates = 0
         self._window_steps = 0
         self._window_tokens = 0
         self._window_start = time.perf_counter()
 
     def on_train_start(self) -> None:
         # Now on the training device: move what __init__ or a checkpoint made there; start the clock.
-        self._first_bad_step = self._first_bad_step.to(self.device)
-        self._loss_sum = self._loss_sum.to(self.device)
+        self._window_losses = [(step, loss.to(self.device)) for step, loss in self._window_losses]
+        self._window_norms = [(step, norm.to(self.device)) for step, norm in self._window_norms]
         if self._penalty_sum is not None:
             self._penalty_sum = self._penalty_sum.to(self.device)
-        self._window_clipped = self._window_clipped.to(self.device)
         self._window_start = time.perf_counter()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -557,9 +570,9 @@ class Task(pl.LightningModule):
             "best_step": self.best_step,
             "plateau": None if self.plateau is None else self.plateau.state_dict(),
             "first_logged_loss": self.first_logged_loss,
-            "log_window": (self._loss_sum, self._window_steps, self._window_tokens),
+            "log_window": (self._window_losses, self._window_steps, self._window_tokens),
             "penalty_window": self._penalty_sum,
-            "clip_window": (self._window_clipped, self._window_updates),
+            "norm_window": self._window_norms,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             **self.extra_state(),
@@ -573,9 +586,12 @@ class Task(pl.LightningModule):
             self.best_step = saved.get("best_step", -1)
         self._plateau_state = saved.get("plateau")  # configure_optimizers runs after this hook
         self.first_logged_loss = saved["first_logged_loss"]
-        self._loss_sum, self._window_steps, _ = saved["log_window"]  # the clock restarts: so do its tokens
+        losses, self._window_steps, _ = saved["log_window"]  # the clock restarts: so do its tokens
+        # Checkpoints of before steps_per_batch kept the window's sum; its mean is the same as one value.
+        self._window_losses = losses if isinstance(losses, list) else \
+            [(-1, losses / max(self._window_steps, 1))] * self._window_steps
         self._penalty_sum = saved.get("penalty_window")  # absent from checkpoints of before AR/TAR
-        self._window_clipped, self._window_updates = saved.get("clip_window", (torch.zeros(()), 0))
+        self._window_norms = saved.get("norm_window", [])
         torch.set_rng_state(saved["torch_rng"])
         if saved["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(saved["cuda_rng"])

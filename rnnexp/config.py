@@ -149,6 +149,8 @@ def validate_config(cfg: dict[str, Any]) -> None:
     if trainer.get("gradient_clip_algorithm", "norm") != "norm":
         raise ConfigError("clip clips the total gradient norm (trainer.gradient_clip_algorithm=norm); "
                           f"got {trainer['gradient_clip_algorithm']!r}")
+    # Each step's loss and gradient norm wait on the device for the next logging step (Task.count_train).
+    _positive_int(trainer, "log_every_n_steps", "trainer.log_every_n_steps")
     wanted = cfg["steps_per_batch"]
     if wanted != "auto" and (isinstance(wanted, bool) or not isinstance(wanted, int) or wanted <= 0):
         raise ConfigError(f"steps_per_batch must be auto or a positive integer, got {wanted!r}")

@@ -98,6 +98,7 @@ REFUSED = [
     ("lm", {"trainer__gradient_clip_algorithm": "value"},
      "clip clips the total gradient norm (trainer.gradient_clip_algorithm=norm); got 'value'"),
     ("lm", {"diagnostics__every_n_steps": -1}, "diagnostics.every_n_steps must be an integer >= 0 (0: off), got -1"),
+    ("lm", {"trainer__log_every_n_steps": 0}, "trainer.log_every_n_steps must be a positive integer, got 0"),
     ("lm", {"sample__temperature": 0.0}, "sample.temperature must be > 0, got 0.0"),
     ("lm", {"sample__length": -1}, "sample.length must be >= 0, got -1"),
     ("lm", {"sample__val_length": -1}, "sample.val_length must be >= 0, got -1"),

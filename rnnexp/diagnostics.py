@@ -143,8 +143,8 @@ def row_labels(steps: list[int]) -> list[tuple[int, str]]:
 def gradient_flow_image(steps: list[int], rows: list[list[float]], layer: str, orders: int = 20) -> Tensor:
     """The gradient-flow figure one reads at 100%, as an image (3, 215, 440) of uint8: `heatmap`'s
     colours (one row per replay, labelled with its training step; one column per step t of the window),
-    axes, and a colour bar in log10 of ||dL_T/dh_t|| / ||dL_T/dh_T||. Drawn with Pillow in about a
-    millisecond (matplotlib took about 100 ms a figure, most of a short run's diagnostics)."""
+    axes, and a colour bar in log10 of ||dL_T/dh_t|| / ||dL_T/dh_T||. Drawn with Pillow in a few
+    milliseconds (matplotlib took about 110 ms a figure here, most of a short run's diagnostics)."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=11)

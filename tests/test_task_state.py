@@ -27,7 +27,7 @@ def saved_task(config) -> tuple[dict, torch.Tensor]:
     task.best_val_loss, task.best_score, task.best_step = 1.5, 2.0, 7
     task.first_logged_loss, task.plateau = 3.0, Plateau()
     task._window_losses = [(4, torch.tensor(1.0)), (5, torch.tensor(3.0))]
-    task._window_steps, task._window_tokens = 2, 10
+    task._window_tokens = 10
     task._window_norms = [(4, torch.tensor(0.5)), (5, torch.tensor(2.0))]
     checkpoint = {}
     task.on_save_checkpoint(checkpoint)
@@ -43,7 +43,7 @@ def test_a_resume_that_continues_its_run_takes_back_its_best_and_its_windows(con
     assert (resumed.best_val_loss, resumed.best_score, resumed.best_step) == (1.5, 2.0, 7)
     assert resumed._plateau_state == {"num_bad_epochs": 2, "best": 1.25}  # for configure_optimizers
     assert resumed.first_logged_loss == 3.0
-    assert resumed._window_losses == [(4, torch.tensor(1.0)), (5, torch.tensor(3.0))] and resumed._window_steps == 2
+    assert resumed._window_losses == [(4, torch.tensor(1.0)), (5, torch.tensor(3.0))]  # both steps of the window
     assert resumed._window_norms == [(4, torch.tensor(0.5)), (5, torch.tensor(2.0))]
     assert torch.equal(torch.rand(3), next_draw)
 
@@ -64,5 +64,5 @@ def test_an_older_checkpoint_without_best_step_or_norm_window_resumes_with_their
     resumed.continues_run = True
     resumed.on_load_checkpoint(checkpoint)
     assert resumed.best_step == -1 and resumed.best_score == 2.0
-    assert resumed._window_norms == [] and resumed._window_steps == 3
+    assert resumed._window_norms == []
     assert sum(float(loss) for _, loss in resumed._window_losses) == 6.0 and len(resumed._window_losses) == 3

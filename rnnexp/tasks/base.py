@@ -118,7 +118,7 @@ class Task(pl.LightningModule):
     # nn.Module.__setattr__'s checks, which cost about as much as a small tensor op each (see
     # docs/results.md, the benchmark). A subclass adds its own per-step attributes.
     plain_attributes = frozenset({"_current_fx_name", "_window_losses", "_window_norms", "_penalty_sum",
-                                  "_window_steps", "_window_tokens", "tokens_trained", "_named_parameters"})
+                                  "_window_tokens", "tokens_trained", "_named_parameters"})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -158,7 +158,7 @@ class Task(pl.LightningModule):
         self._plateau_state: dict[str, Any] | None = None
         self.first_logged_loss: float | None = None
         self.tokens_trained = 0
-        self._named_parameters: list[tuple[str, Tensor]] | None = None  # the model's, listed once (on_train_start)
+        self._named_parameters: list[tuple[str, Tensor]] | None = None  # the model's, listed at the first step
         # Host-side numbers for the progress bar, refreshed at logging steps only.
         self.progress_stats: dict[str, float] = {}
         self.sample_text: str | None = None
@@ -298,7 +298,6 @@ class Task(pl.LightningModule):
         if penalty is not None:
             penalty = penalty.detach().float()
             self._penalty_sum = penalty if self._penalty_sum is None else self._penalty_sum + penalty
-        self._window_steps += 1
         self._window_tokens += tokens
         self.tokens_trained += tokens  # by this process in this attempt (callbacks.Report adds up the attempts)
 
@@ -355,7 +354,7 @@ class Task(pl.LightningModule):
         # and a kill in between would lose them for good).
         on_device = {**norms, "train/loss": train_loss}
         if self._penalty_sum is not None:  # AR/TAR: what the regularisers added to the loss trained on
-            on_device["train/activation_penalty"] = self._penalty_sum / max(self._window_steps, 1)
+            on_device["train/activation_penalty"] = self._penalty_sum / max(len(self._window_losses), 1)
         metrics = dict(zip(on_device, torch.stack([v.float() for v in on_device.values()]).tolist(), strict=True))
         lr = optimizer.param_groups[0]["lr"]
         # lr_log10: SGD's 0.5 and Adam's 0.003 on one linear chart (Custom Scalars) would be a line and zero
@@ -425,7 +424,6 @@ class Task(pl.LightningModule):
         self._window_losses: list[tuple[int, Tensor]] = []
         self._window_norms: list[tuple[int, Tensor]] = []
         self._penalty_sum: Tensor | None = None
-        self._window_steps = 0
         self._window_tokens = 0
         self._window_start = time.perf_counter()
 
@@ -570,7 +568,7 @@ class Task(pl.LightningModule):
             "best_step": self.best_step,
             "plateau": None if self.plateau is None else self.plateau.state_dict(),
             "first_logged_loss": self.first_logged_loss,
-            "log_window": (self._window_losses, self._window_steps, self._window_tokens),
+            "log_window": (self._window_losses, len(self._window_losses), self._window_tokens),
             "penalty_window": self._penalty_sum,
             "norm_window": self._window_norms,
             "torch_rng": torch.get_rng_state(),
@@ -586,10 +584,9 @@ class Task(pl.LightningModule):
             self.best_step = saved.get("best_step", -1)
         self._plateau_state = saved.get("plateau")  # configure_optimizers runs after this hook
         self.first_logged_loss = saved["first_logged_loss"]
-        losses, self._window_steps, _ = saved["log_window"]  # the clock restarts: so do its tokens
-        # Checkpoints of before steps_per_batch kept the window's sum; its mean is the same as one value.
-        self._window_losses = losses if isinstance(losses, list) else \
-            [(-1, losses / max(self._window_steps, 1))] * self._window_steps
+        losses, steps, _ = saved["log_window"]  # the clock restarts: so do its tokens
+        # Checkpoints of before steps_per_batch kept the window's sum: as many steps of its mean.
+        self._window_losses = losses if isinstance(losses, list) else [(-1, losses / max(steps, 1))] * steps
         self._penalty_sum = saved.get("penalty_window")  # absent from checkpoints of before AR/TAR
         self._window_norms = saved.get("norm_window", [])
         torch.set_rng_state(saved["torch_rng"])

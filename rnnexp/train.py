@@ -29,17 +29,17 @@ def resolve(cfg: DictConfig) -> dict[str, Any]:
 
 
 def choose_precision(requested: str, accelerator: str) -> str:
-    """`auto`: bf16-mixed on a CPU with native bf16 units (AVX512-BF16 or AMX), where it measured
-    2.4x faster for an LSTM with H=512 (see README), else full precision. GPUs get 32-true until
-    bf16 is measured there too."""
+    """`auto`: bf16-mixed on a CPU with AMX tile units, where it measured 2.4x faster than fp32 for
+    an LSTM with H=512 (docs/results.md), else full precision. AVX512-BF16 alone is not enough: on
+    such a CPU (no AMX) bf16 measured 0.75-0.9x of fp32 for LSTMs with H=128-512. GPUs get 32-true
+    until bf16 is measured there too."""
     import torch
 
     if requested != "auto":
         return requested
     on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    cpu_bf16 = any(getattr(torch.cpu, probe, lambda: False)()
-                   for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return "bf16-mixed" if cpu_bf16 and not on_gpu else "32-true"
+    cpu_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "bf16-mixed" if cpu_amx and not on_gpu else "32-true"
 
 
 def train(cfg: DictConfig) -> float:

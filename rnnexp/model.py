@@ -128,6 +128,9 @@ class RNNLanguageModel(nn.Module):
                 module.zoneout = reg["zoneout"]
         self.head = nn.Linear(cell["hidden_size"], vocab_size)
         if reg["tie_weights"]:  # one tensor: the readout's rows are the tokens' embeddings
+            # U(-0.1, 0.1) as AWD-LSTM and word_language_model start it: nn.Embedding's N(0, 1) rows as
+            # the readout give logits of std ~sqrt(hidden_size), a near one-hot softmax that learns slowly
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
             self.head.weight = self.embedding.weight
         self.penalty: Tensor | None = None  # this forward's AR + TAR (training only)
 

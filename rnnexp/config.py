@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import re
 import typing
 from dataclasses import fields
 from typing import Any
@@ -149,6 +150,10 @@ def validate_config(cfg: dict[str, Any]) -> None:
     if trainer.get("gradient_clip_algorithm", "norm") != "norm":
         raise ConfigError("clip clips the total gradient norm (trainer.gradient_clip_algorithm=norm); "
                           f"got {trainer['gradient_clip_algorithm']!r}")
+    max_time = trainer.get("max_time")  # Lightning's Timer takes DD:HH:MM:SS with two digits after the days
+    if isinstance(max_time, str) and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", max_time.strip()):
+        raise ConfigError(f"trainer.max_time must be DD:HH:MM:SS, two digits each after the days "
+                          f"(e.g. 00:00:08:00 for 8 minutes), got {max_time!r}")
     # Each step's loss and gradient norm wait on the device for the next logging step (Task.count_train).
     _positive_int(trainer, "log_every_n_steps", "trainer.log_every_n_steps")
     wanted = cfg["steps_per_batch"]

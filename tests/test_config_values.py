@@ -99,6 +99,9 @@ REFUSED = [
      "clip clips the total gradient norm (trainer.gradient_clip_algorithm=norm); got 'value'"),
     ("lm", {"diagnostics__every_n_steps": -1}, "diagnostics.every_n_steps must be an integer >= 0 (0: off), got -1"),
     ("lm", {"trainer__log_every_n_steps": 0}, "trainer.log_every_n_steps must be a positive integer, got 0"),
+    ("lm", {"trainer__max_time": "00:00:8:00"},
+     "trainer.max_time must be DD:HH:MM:SS, two digits each after the days (e.g. 00:00:08:00 for 8 minutes), "
+     "got '00:00:8:00'"),
     ("lm", {"sample__temperature": 0.0}, "sample.temperature must be > 0, got 0.0"),
     ("lm", {"sample__length": -1}, "sample.length must be >= 0, got -1"),
     ("lm", {"sample__val_length": -1}, "sample.val_length must be >= 0, got -1"),

@@ -13,7 +13,7 @@ So a slow or busy moment of the machine falls on both alike,
 and the report is their time ratio (tokens per second for orientation only):
 
     python scripts/benchmark.py --size short --threads 1 --clock cpu --breakdown  # LSTM H=32, batch 8, unroll 16
-    python scripts/benchmark.py --threads 1 --clock cpu --breakdown               # the default model, LSTM H=512
+    python scripts/benchmark.py --threads 1 --clock cpu --breakdown               # the default model, LSTM H=256
     python scripts/benchmark.py cell=gru cell.impl=scratch cell.hidden_size=128
 
 What is timed: `--steps` training steps after `--warmup` ones (each rounded up to a whole batch; every
@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SIZES = {
-    "default": [],  # conf/train.yaml as it is: LSTM H=512, batch 64, unroll 64
+    "default": [],  # conf/train.yaml as it is: LSTM H=256, batch 32, unroll 64
     "short": ["cell.hidden_size=32", "batch_size=8", "unroll=16"],  # a step of about a millisecond
 }
 # What --breakdown switches off, one at a time: (name, overrides). Validation goes on both sides.

@@ -230,13 +230,45 @@ def test_wikitext2_word_experiment_composes():
     assert cfg.data.files.train == "test.txt"
 
 
+def test_the_defaults_are_the_shakespeare_cpu_recipe_but_its_time_limit():
+    """README "Results": `python train.py trainer.max_time=00:00:01:20` runs experiment=shakespeare_cpu."""
+    from omegaconf import OmegaConf
+
+    from tests.helpers import compose_config
+
+    def recipe(*overrides: str) -> dict:
+        cfg = compose_config(*overrides)
+        keys = ("cell", "arch", "optim", "sched", "data", "tokenizer", "batch_size", "unroll", "lr", "clip")
+        resolved = OmegaConf.to_container(cfg, resolve=False)
+        return {"max_time": cfg.trainer.max_time, "max_steps": cfg.trainer.max_steps, "lr_value": cfg.lr,
+                **{key: resolved[key] for key in keys if key != "lr"}}
+
+    preset, default = recipe("experiment=shakespeare_cpu"), recipe("trainer.max_time=00:00:01:20")
+    assert preset == default
+    assert (preset["cell"]["hidden_size"], preset["batch_size"], preset["lr_value"]) == (256, 32, 0.01)
+
+
+def test_wikitext2_awd_experiment_composes_with_every_regulariser_and_passes_validation():
+    from omegaconf import OmegaConf
+
+    from rnnexp.config import validate_config
+    from tests.helpers import compose_config
+
+    cfg = compose_config("experiment=wikitext2_awd", "data.files.train=test.txt", "run_dir=run")
+    assert (cfg.data.name, cfg.tokenizer.name, cfg.arch.tie_weights) == ("wikitext2", "word", True)
+    assert cfg.arch.embedding_dim == cfg.cell.hidden_size
+    assert all(cfg.arch[key] > 0 for key in ("embedding_dropout", "input_dropout", "output_dropout", "weight_drop",
+                                             "ar", "tar"))
+    validate_config(OmegaConf.to_container(cfg, resolve=True))
+
+
 def test_vanilla_rnn_trains_with_sgd_and_its_learning_rate_unless_told_otherwise():
     from tests.helpers import compose_config
 
     cfg = compose_config("cell=rnn", "cell.activation=relu", "unroll=40", "lr=0.5", "clip=5")
     assert (cfg.optim._target_, cfg.lr) == ("torch.optim.SGD", 0.5)
     assert (compose_config("cell=rnn").optim._target_, compose_config("cell=rnn").lr) == ("torch.optim.SGD", 0.5)
-    assert (compose_config("cell=rnn", "optim=adam").lr, compose_config("cell=gru").lr) == (0.003, 0.003)
+    assert (compose_config("cell=rnn", "optim=adam").lr, compose_config("cell=gru").lr) == (0.01, 0.01)
 
 
 def test_a_prime_outside_the_vocabulary_falls_back_to_the_corpus_first_symbol(tmp_path, capsys):

@@ -197,3 +197,26 @@ def test_residual_stack_adds_each_upper_layers_input_to_its_output():
     out, state = stack(x)
     torch.testing.assert_close(out, second + first)
     assert state.shape == (2, 3, 6)
+
+
+def test_a_residual_stack_carries_each_layers_state_and_drops_out_between_layers_only():
+    """Deep residual stack (arch=deep arch.residual=true): two windows with the state carried equal one
+    window twice as long, and dropout acts on the input of every layer above the first, not on the first."""
+    from rnnexp.model import ResidualStack, make_recurrent
+
+    torch.manual_seed(0)
+    cell = {"name": "lstm", "impl": "fused", "hidden_size": 8, "variant": "standard", "_target_": None}
+    arch = {"name": "deep", "num_layers": 3, "dropout": 0.5, "residual": True}
+    stack = make_recurrent(cell, arch, input_size=8).eval()
+    assert isinstance(stack, ResidualStack)
+    x = torch.randn(10, 2, 8)  # (time, batch, features)
+    whole, _ = stack(x)
+    first, state = stack(x[:5])
+    second, _ = stack(x[5:], state)
+    torch.testing.assert_close(torch.cat([first, second]), whole)
+    assert not torch.allclose(stack(x[5:])[0], second)  # the carried state matters
+
+    dropped_inputs = []
+    stack.dropout.register_forward_pre_hook(lambda module, args: dropped_inputs.append(args[0]))
+    stack(x)
+    assert len(dropped_inputs) == 2 and all(t is not x for t in dropped_inputs)

@@ -220,3 +220,28 @@ def test_a_residual_stack_carries_each_layers_state_and_drops_out_between_layers
     stack.dropout.register_forward_pre_hook(lambda module, args: dropped_inputs.append(args[0]))
     stack(x)
     assert len(dropped_inputs) == 2 and all(t is not x for t in dropped_inputs)
+
+
+@pytest.mark.parametrize("mode", ["teacher", "sampled", "scheduled"])
+def test_arch2_feeds_back_what_its_feedback_mode_names(mode):
+    """In training: teacher feeds back the true symbol; sampled and scheduled the true symbol with probability
+    teacher_prob (the task gives sampled 0), else a sample of its own output distribution. At validation: its most
+    likely output, whatever the mode. Row vocab_size of the feedback table ("no output yet") stays zero."""
+    torch.manual_seed(0)
+    cell = {"name": "gru", "impl": "scratch", "hidden_size": 4, "variant": "standard", "_target_": None}
+    model = OutputFeedbackLM(3, cell, {"embedding_dim": 4, "feedback": mode, "dropout": 0.0})
+    assert model.feedback.padding_idx == 3 and model.feedback.num_embeddings == 4
+    assert torch.count_nonzero(model.feedback.weight[3]) == 0
+    logits = torch.tensor([[0.0, 3.0, 0.0]]).repeat(4000, 1)  # its own choice: symbol 1 with p = 0.91
+    target = torch.zeros(4000, dtype=torch.long)              # the true symbol: 0
+    model.eval()
+    assert torch.equal(model._next_feedback(logits, target, 1.0), torch.ones(4000, dtype=torch.long))
+    model.train()
+    own_share = {p: (model._next_feedback(logits, target, p) == 1).float().mean().item() for p in (1.0, 0.5, 0.0)}
+    p_own = math.exp(3) / (2 + math.exp(3))
+    mixed = {1.0: 0.0, 0.5: 0.5 * p_own, 0.0: p_own}  # the task passes teacher_prob 0 for sampled
+    expected = {"teacher": {1.0: 0.0, 0.5: 0.0, 0.0: 0.0}, "sampled": mixed, "scheduled": mixed}[mode]
+    for p, share in own_share.items():
+        assert share == pytest.approx(expected[p], abs=0.03), (p, own_share)
+    without_target = (model._next_feedback(logits, None, 1.0) == 1).float().mean().item()
+    assert without_target == pytest.approx(p_own, abs=0.03)  # generation: its own samples

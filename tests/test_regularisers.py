@@ -44,6 +44,8 @@ def test_embedding_dropout_drops_whole_rows_and_scales_the_rest():
 def test_tied_embeddings_share_one_tensor_and_untied_ones_do_not():
     tied = RNNLanguageModel(11, CELL, arch(tie_weights=True))
     assert tied.head.weight is tied.embedding.weight
+    # starts in U(-0.1, 0.1) as AWD-LSTM's: N(0, 1) rows as the readout would give a near one-hot softmax
+    assert tied.embedding.weight.abs().max() <= 0.1 and tied.embedding.weight.std() > 0.04
     assert sum(p.numel() for p in tied.parameters()) == sum(p.numel() for p in RNNLanguageModel(
         11, CELL, arch()).parameters()) - 11 * 16  # one matrix fewer
     assert RNNLanguageModel(11, CELL, arch()).head.weight is not RNNLanguageModel(11, CELL, arch()).embedding.weight

@@ -68,12 +68,12 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     text = (Path(args.data) / "tinyshakespeare.txt").read_text(encoding="utf-8")
-    chars = sorted(set(text))
-    ids = torch.tensor([chars.index(c) for c in text], dtype=torch.long)
+    index = {char: i for i, char in enumerate(sorted(set(text)))}
+    ids = torch.tensor([index[char] for char in text], dtype=torch.long)
     split = int(0.9 * len(ids))
     train, valid = batchify(ids[:split], args.batch), batchify(ids[split:], args.batch)
 
-    model = CharLSTM(len(chars), args.embedding, args.hidden)
+    model = CharLSTM(len(index), args.embedding, args.hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     start, step, state, best, t = time.monotonic(), 0, None, math.inf, 0
     while time.monotonic() - start < args.seconds:

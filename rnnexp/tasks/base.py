@@ -357,7 +357,7 @@ class Task(pl.LightningModule):
             on_device["train/activation_penalty"] = self._penalty_sum / max(len(self._window_losses), 1)
         metrics = dict(zip(on_device, torch.stack([v.float() for v in on_device.values()]).tolist(), strict=True))
         lr = optimizer.param_groups[0]["lr"]
-        # lr_log10: SGD's 0.5 and Adam's 0.003 on one linear chart (Custom Scalars) would be a line and zero
+        # lr_log10: SGD's 0.5 and Adam's 0.01 on one linear chart (Custom Scalars) would be a line and zero
         metrics.update({"train/lr": lr, "train/lr_log10": math.log10(lr) if lr > 0 else -math.inf,
                         "train/tokens_per_sec": tokens_per_sec})
         for logger in self.loggers:

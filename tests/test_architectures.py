@@ -245,3 +245,90 @@ def test_arch2_feeds_back_what_its_feedback_mode_names(mode):
         assert share == pytest.approx(expected[p], abs=0.03), (p, own_share)
     without_target = (model._next_feedback(logits, None, 1.0) == 1).float().mean().item()
     assert without_target == pytest.approx(p_own, abs=0.03)  # generation: its own samples
+
+
+def test_arch2_samples_its_own_outputs_in_proportion_to_their_softmax():
+    """The Gumbel-max trick, argmax(logits + G) with G = -log(Exp(1)), draws each symbol with its softmax
+    probability; with three or more symbols a wrong sign of G or another noise gives other shares."""
+    torch.manual_seed(0)
+    cell = {"name": "gru", "impl": "scratch", "hidden_size": 4}
+    model = OutputFeedbackLM(4, cell, {"embedding_dim": 4, "feedback": "sampled", "dropout": 0.0}).train()
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0]]).repeat(40000, 1)
+    shares = torch.bincount(model._next_feedback(logits, None, 0.0), minlength=4).float() / 40000
+    torch.testing.assert_close(shares, torch.softmax(logits[0], dim=-1), atol=0.01, rtol=0)
+
+
+def test_arch2_in_sampled_mode_never_feeds_back_the_targets():
+    """Sampled mode feeds back its own samples in training whatever teacher_prob it is given."""
+    cell = {"name": "lstm", "impl": "scratch", "hidden_size": 8}
+    torch.manual_seed(0)
+    model = OutputFeedbackLM(5, cell, {"embedding_dim": 4, "feedback": "sampled", "dropout": 0.0}).train()
+    tokens, targets = torch.randint(0, 5, (6, 3)), torch.randint(0, 5, (6, 3))
+    with torch.no_grad():
+        torch.manual_seed(1)
+        with_targets, (fed, c) = model(tokens, None, targets, teacher_prob=1.0)
+        torch.manual_seed(1)
+        without, (fed_without, _) = model(tokens)
+        teacher = OutputFeedbackLM(5, cell, {"embedding_dim": 4, "feedback": "teacher", "dropout": 0.0}).train()
+        teacher.load_state_dict(model.state_dict())
+        _, (fed_teacher, _) = teacher(tokens, None, targets)
+    assert torch.equal(with_targets, without) and torch.equal(fed, fed_without)
+    assert torch.equal(fed_teacher, targets[-1])  # the teacher's does
+    assert c.dtype == torch.float32 and c.shape == (3, 8)
+
+
+def test_build_language_model_makes_arch2_for_arch2_and_arch1_otherwise():
+    from rnnexp.model import RNNLanguageModel, build_language_model
+
+    cell = {"name": "gru", "impl": "fused", "hidden_size": 8}
+    arch = {"embedding_dim": 4, "num_layers": 1, "combine": "sum", "dropout": 0.0, "feedback": "teacher"}
+    assert type(build_language_model(5, cell, {**arch, "name": "arch2"})) is OutputFeedbackLM
+    assert type(build_language_model(5, cell, {**arch, "name": "arch1"})) is RNNLanguageModel
+
+
+@pytest.mark.parametrize("name", ["arch1", "arch2"])
+def test_a_language_model_run_in_two_windows_with_the_state_equals_one_run(name):
+    """Truncated BPTT carries the state from window to window: the state a window returns starts the next."""
+    from rnnexp.model import build_language_model
+
+    torch.manual_seed(0)
+    cell = {"name": "lstm", "impl": "fused", "hidden_size": 8}
+    arch = {"name": name, "embedding_dim": 4, "num_layers": 2, "combine": "sum", "dropout": 0.0,
+            "feedback": "teacher"}
+    model = build_language_model(7, cell, arch).eval()
+    tokens = torch.randint(0, 7, (10, 3))
+    with torch.no_grad():
+        whole, _ = model(tokens)
+        first, state = model(tokens[:4])
+        second, _ = model(tokens[4:], state)
+    torch.testing.assert_close(torch.cat([first, second]), whole)
+    assert not torch.allclose(second, model(tokens[4:])[0])  # the state matters
+
+
+def test_make_recurrent_builds_the_stack_its_config_names():
+    from examples.minimal_cell import LeakyRNNCell
+    from rnnexp.cells import ScratchRNN
+    from rnnexp.model import ResidualStack, make_recurrent
+
+    relu = {"name": "rnn", "impl": "scratch", "hidden_size": 6, "activation": "relu"}
+    one = make_recurrent(relu, {"name": "arch1", "combine": "concat", "dropout": 0.3}, 4)
+    assert (one.activation, one.combine, one.num_layers, one.dropout) == ("relu", "concat", 1, 0.0)
+    cifg = make_recurrent({"name": "lstm", "impl": "scratch", "hidden_size": 6, "variant": "cifg"},
+                          {"name": "arch1", "dropout": 0.0}, 4)
+    assert (cifg.variant, cifg.activation, cifg.combine) == ("cifg", "tanh", "sum")  # the defaults of the rest
+    custom = make_recurrent({"name": "custom", "impl": "scratch", "hidden_size": 6,
+                             "_target_": "examples.minimal_cell.LeakyRNNCell"}, {"name": "arch1", "dropout": 0.0}, 4)
+    assert isinstance(custom, ScratchRNN) and isinstance(custom.cells["l0"], LeakyRNNCell)
+    with pytest.raises(ConfigError, match=r"^cell._target_=examples.nowhere.Cell cannot be imported"):
+        make_recurrent({"name": "custom", "impl": "scratch", "hidden_size": 6, "_target_": "examples.nowhere.Cell"},
+                       {"name": "arch1", "dropout": 0.0}, 4)
+
+    lstm = {"name": "lstm", "impl": "fused", "hidden_size": 6}
+    deep = make_recurrent(lstm, {"name": "deep", "num_layers": 2, "dropout": 0.3}, 4)
+    assert type(deep) is torch.nn.LSTM and (deep.num_layers, deep.dropout) == (2, 0.3)  # dropout between layers
+    assert make_recurrent(lstm, {"name": "deep", "num_layers": 2, "dropout": 0.3, "residual": False}, 4).dropout == 0.3
+    shallow = make_recurrent(lstm, {"name": "deep", "num_layers": 1, "dropout": 0.3, "residual": True}, 4)
+    assert type(shallow) is torch.nn.LSTM and shallow.dropout == 0.0  # one layer: no residual, no dropout
+    assert make_recurrent(lstm, {"name": "arch1", "dropout": 0.3}, 4).num_layers == 1
+    both = make_recurrent(lstm, {"name": "bidirectional", "num_layers": 2, "dropout": 0.0, "residual": True}, 4)
+    assert isinstance(both, ResidualStack) and both.layers[1].input_size == 12 and both.per_layer == 2

@@ -115,14 +115,14 @@ def test_a_regularised_model_trains_logs_its_penalty_apart_and_resumes_exactly(i
 
 
 def test_weight_drop_runs_torchs_fused_kernel_on_dropped_recurrent_weights_and_keeps_the_raw_ones():
-    model = RNNLanguageModel(11, CELL, arch(weight_drop=0.5)).train()
+    model = RNNLanguageModel(11, CELL, arch(weight_drop=0.3)).train()  # not dropout's default rate, 0.5
     assert type(model.rnn) is torch.nn.LSTM  # the fused layer itself, no wrapper
     raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
     tokens = torch.randint(0, 11, (6, 3))
     torch.manual_seed(1)
     logits, _ = model(tokens)
     torch.manual_seed(1)  # the same mask, drawn the same way, set by hand into a copy
-    dropped = torch.nn.functional.dropout(model.rnn.weight_hh_l0.detach(), 0.5, training=True)
+    dropped = torch.nn.functional.dropout(model.rnn.weight_hh_l0.detach(), 0.3, training=True)
     copy = RNNLanguageModel(11, CELL, arch()).train()
     copy.load_state_dict(raw)
     with torch.no_grad():
@@ -225,3 +225,31 @@ def test_nt_avsgd_starts_averaging_when_validation_is_worse_than_the_best_before
     restored = NonMonotonicAverage(patience=2)
     restored.load_state_dict(average.state_dict())
     assert (restored.start_step, restored.losses) == (600, average.losses)
+
+
+def test_ar_alone_and_tar_alone_each_add_their_own_term():
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 11, (6, 3))
+    for ar, tar in ((2.0, 0.0), (0.0, 3.0)):
+        model = RNNLanguageModel(11, CELL, arch(ar=ar, tar=tar)).train()
+        model(tokens)
+        outputs, _ = model.rnn(model.embedding(tokens))
+        expected = ar * outputs.pow(2).mean() + tar * (outputs[1:] - outputs[:-1]).pow(2).mean()
+        assert model.penalty is not None and model.penalty.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_model_drops_embedding_rows_in_training_only():
+    torch.manual_seed(0)
+    model = RNNLanguageModel(11, CELL, arch(embedding_dropout=0.5))
+    plain = RNNLanguageModel(11, CELL, arch())
+    plain.load_state_dict(model.state_dict())
+    tokens = torch.randint(0, 11, (6, 3))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(tokens)[0], plain.eval()(tokens)[0])  # evaluation: all rows, unscaled
+        torch.manual_seed(1)
+        dropped = model.train()(tokens)[0]
+        torch.manual_seed(1)
+        mask = torch.empty(11, 1).bernoulli_(0.5) / 0.5  # the same draw, by hand
+        by_hand = plain.head(plain.rnn(torch.nn.functional.embedding(tokens, plain.embedding.weight * mask))[0])
+    torch.testing.assert_close(dropped, by_hand)
+    assert not torch.allclose(dropped, plain.train()(tokens)[0])

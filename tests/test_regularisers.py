@@ -208,19 +208,28 @@ def test_swa_averages_the_weights_from_its_start_step_on():
     assert not swa.should_update(epoch_idx=4)
 
 
-def test_nt_avsgd_starts_averaging_when_validation_is_worse_than_the_best_before_the_last_patience_ones():
+def test_nt_avsgd_starts_averaging_when_validation_is_worse_than_the_best_before_the_last_patience_ones(caplog):
+    import logging
     from types import SimpleNamespace
 
     from rnnexp.callbacks import NonMonotonicAverage
 
     average = NonMonotonicAverage(patience=2)
     trainer = SimpleNamespace(sanity_checking=False, callback_metrics={}, global_step=0)
-    for step, loss in enumerate([3.0, 2.5, 2.4, 2.45, 2.38, 2.6, 2.3], start=1):
-        trainer.global_step, trainer.callback_metrics = 100 * step, {"val/loss": torch.tensor(loss)}
-        average.on_validation_end(trainer, None)
-        if step < 6:  # 2.45 is worse than 2.4, the last validation but one, but not than 3.0 and 2.5 before
-            assert average.start_step is None and not average.should_update(step_idx=100 * step), step
+    with caplog.at_level(logging.INFO, logger="rnnexp"):
+        for step, loss in enumerate([3.0, 2.5, 2.4, 2.45, 2.38, 2.6, 2.3], start=1):
+            trainer.global_step, trainer.callback_metrics = 100 * step, {"val/loss": torch.tensor(loss)}
+            average.on_validation_end(trainer, None)
+            if step < 6:  # 2.45 is worse than 2.4, the last validation but one, but not than 3.0 and 2.5 before
+                assert average.start_step is None and not average.should_update(step_idx=100 * step), step
     assert average.start_step == 600  # 2.6 > min(3.0, 2.5, 2.4, 2.45): the first non-monotone validation
+    assert caplog.messages == ["step 600: validation loss 2.6000 is worse than the best before the last 2 "
+                               "validations: averaging the weights from here on (NT-AvSGD)"]  # said once
+    ignored = NonMonotonicAverage(patience=0)  # the sanity check and a validation without val/loss count for nothing
+    ignored.on_validation_end(SimpleNamespace(sanity_checking=True, callback_metrics={"val/loss": torch.tensor(1.0)},
+                                              global_step=0), None)
+    ignored.on_validation_end(SimpleNamespace(sanity_checking=False, callback_metrics={}, global_step=5), None)
+    assert ignored.losses == [] and ignored.start_step is None
     assert average.should_update(step_idx=600) and average.should_update(step_idx=700)
     restored = NonMonotonicAverage(patience=2)
     restored.load_state_dict(average.state_dict())
@@ -253,3 +262,50 @@ def test_the_model_drops_embedding_rows_in_training_only():
         by_hand = plain.head(plain.rnn(torch.nn.functional.embedding(tokens, plain.embedding.weight * mask))[0])
     torch.testing.assert_close(dropped, by_hand)
     assert not torch.allclose(dropped, plain.train()(tokens)[0])
+
+
+def test_swa_resumed_from_before_its_first_averaged_step_starts_from_the_saved_weights_without_a_warning():
+    import warnings
+
+    from torch.optim.swa_utils import AveragedModel
+
+    from rnnexp.callbacks import StochasticWeightAverage
+
+    torch.manual_seed(0)
+    model, saved = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    swa = StochasticWeightAverage(start_step=10)
+    swa._average_model = AveragedModel(model)  # as its setup() makes it at fit's start
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not Lightning's "not created with WeightAveraging": it was, before step 10
+        swa.on_load_checkpoint(None, model, {"state_dict": saved.state_dict()})
+    for name, value in saved.state_dict().items():
+        assert torch.equal(swa._average_model.module.state_dict()[name], value)
+    assert not swa.averaging()
+    restored = StochasticWeightAverage(start_step=0)
+    restored.load_state_dict(StochasticWeightAverage(start_step=7).state_dict())
+    assert restored.start_step == 7
+    restored.load_state_dict({k: v for k, v in swa.state_dict().items() if k != "start_step"})  # an older checkpoint
+    assert restored.start_step == 7
+
+
+def test_the_averaging_callbacks_defaults_and_settings():
+    """SWA averages every step from step 0 unless told; NT-AvSGD waits AWD-LSTM's `nonmono` = 5 validations
+    and passes SWA's settings on; an older NT-AvSGD state without losses loads as none yet."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from rnnexp.callbacks import NonMonotonicAverage, StochasticWeightAverage
+
+    assert [s for s in range(4) if StochasticWeightAverage().should_update(step_idx=s)] == [0, 1, 2, 3]
+    every_third = StochasticWeightAverage(start_step=1, every_n_steps=3)
+    assert [s for s in range(10) if every_third.should_update(step_idx=s)] == [1, 4, 7]  # counted from start_step
+    swa = StochasticWeightAverage()
+    swa._average_model = AveragedModel(torch.nn.Linear(2, 2))
+    assert not swa.averaging()
+    swa._average_model.update_parameters(torch.nn.Linear(2, 2))
+    assert swa.averaging()  # from the first averaged step on
+    nt = NonMonotonicAverage(every_n_steps=3)
+    assert (nt.patience, nt.every_n_steps, nt.start_step) == (5, 3, None)
+    older = {k: v for k, v in nt.state_dict().items() if k != "losses"}
+    nt.losses = [2.0]
+    nt.load_state_dict(older)
+    assert nt.losses == []

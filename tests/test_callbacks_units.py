@@ -89,3 +89,21 @@ def test_a_run_stopped_by_its_time_budget_between_validations_ends_with_last_ckp
     steps = json.loads((run / "result.json").read_text())["steps"]
     assert 0 < steps < 100000
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == steps
+
+
+def test_early_stop_says_why_it_ends_a_run_and_nothing_when_something_else_does(caplog):
+    def trainer(loss: float, should_stop: bool, step: int) -> SimpleNamespace:
+        return SimpleNamespace(callback_metrics={"val/loss": torch.tensor(loss)}, fast_dev_run=False,
+                               should_stop=should_stop, current_epoch=0, global_step=step, world_size=1,
+                               global_rank=0, is_global_zero=True,
+                               strategy=SimpleNamespace(reduce_boolean_decision=lambda decision, all=True: decision))
+
+    stop = EarlyStop(patience=1, monitor="val/loss", mode="min", verbose=False)
+    with caplog.at_level("INFO", logger="rnnexp"):
+        stop._run_early_stopping_check(trainer(2.0, should_stop=True, step=4))  # a signal or max_time stops it
+        assert caplog.messages == []  # an improvement: early stopping has nothing to say
+        ended = trainer(2.5, should_stop=False, step=8)
+        stop._run_early_stopping_check(ended)
+    assert ended.should_stop
+    assert caplog.messages == ["early stopping at step 8: Monitored metric val/loss did not improve in the last 1 "
+                               "records. Best score: 2.000. Signaling Trainer to stop."]

@@ -17,3 +17,10 @@ def test_every_n_steps_1_writes_last_ckpt_at_every_step(tiny_text, tmp_path, mon
 
 def test_a_checkpoint_callback_made_without_every_n_steps_writes_last_only_at_validations_and_the_end(tmp_path):
     assert Checkpoint(dirpath=tmp_path, save_last=True).every_n_steps == 0
+
+
+def test_every_n_steps_3_writes_last_ckpt_at_its_multiples_and_the_end_only(tiny_text, tmp_path, monkeypatch):
+    saved = last_checkpoint_steps(monkeypatch)
+    train(tiny_run_config(tiny_text, tmp_path / "run", "trainer.max_steps=7", "trainer.val_check_interval=100",
+                          "callbacks.model_checkpoint.every_n_steps=3", "sample.length=0"))
+    assert sorted(set(saved)) == [3, 6, 7]

@@ -122,6 +122,7 @@ def test_monitor_auto_follows_the_tasks_main_metric_and_its_direction():
     assert resolve_monitor({"monitor": "val/f1", "mode": "auto"}, "val/bpc", False)["mode"] == "max"
     assert resolve_monitor({"monitor": "val/loss", "mode": "auto"}, "val/seq_acc", True)["mode"] == "min"
     assert resolve_monitor({"monitor": "val/loss", "mode": "max"}, "val/bpc", False)["mode"] == "max"
+    assert resolve_monitor(auto, "val/reward", True)["mode"] == "max"  # the task's direction, whatever the name
 
 
 def test_csv_logger_writes_metrics_beside_tensorboard(tiny_text, tmp_path):

@@ -170,6 +170,8 @@ AVERAGES = {
             "+callbacks.weight_average.decay=0.5"],
     "swa": ["+callbacks.weight_average._target_=rnnexp.callbacks.StochasticWeightAverage",
             "+callbacks.weight_average.start_step=5"],  # after the validation at step 4, before that at 8
+    "swa_resumed_mid_average": ["+callbacks.weight_average._target_=rnnexp.callbacks.StochasticWeightAverage",
+                                "+callbacks.weight_average.start_step=2"],  # the step-4 checkpoint holds an average
 }
 
 
@@ -230,6 +232,13 @@ def test_nt_avsgd_starts_averaging_when_validation_is_worse_than_the_best_before
                                               global_step=0), None)
     ignored.on_validation_end(SimpleNamespace(sanity_checking=False, callback_metrics={}, global_step=5), None)
     assert ignored.losses == [] and ignored.start_step is None
+    for losses, start in (([3.0, 2.5, 2.6, 2.5], None),  # equal to the best before: not worse
+                          ([3.0, 2.9, 2.0, 2.1, 2.5], 5)):  # worse than 2.0, the best of all before the last 2
+        check = NonMonotonicAverage(patience=2)
+        for step, loss in enumerate(losses, start=1):
+            check.on_validation_end(SimpleNamespace(sanity_checking=False, global_step=step,
+                                                    callback_metrics={"val/loss": torch.tensor(loss)}), None)
+        assert check.start_step == start, losses
     assert average.should_update(step_idx=600) and average.should_update(step_idx=700)
     restored = NonMonotonicAverage(patience=2)
     restored.load_state_dict(average.state_dict())

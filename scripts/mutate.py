@@ -14,7 +14,9 @@ mutated function, fastest first, and stops at the first failure. A run stopped b
 the verdicts it reached; `--keep` goes on from them instead of starting the module afresh, and
 `--recheck` runs only the mutants that survived (or met no test) again, with the tests as they are
 now: after writing tests that should kill them. To read the survivors: `cd DIR/<module> && mutmut
-results`, then `mutmut show NAME` for a mutant's diff.
+results`, then `mutmut show NAME` for a mutant's diff. `--mutants` runs only the named mutants (mutmut's
+names, `*` globs allowed) in a fresh copy: the survivors a document lists, checked again on a machine
+that kept no earlier run.
 """
 
 from __future__ import annotations
@@ -80,9 +82,9 @@ def configure(copy: Path, settings: dict, module: str, tests: list[str]) -> None
 
 
 def run_module(root: Path, module: str, tests: list[str], settings: dict, budget: float, jobs: int,
-               keep: bool, recheck: bool) -> None:
+               keep: bool, recheck: bool, mutants: list[str]) -> None:
     copy = module_dir(root, module)
-    again = survivors(copy, module) if recheck else []
+    again = survivors(copy, module) if recheck else mutants
     if recheck and not again:
         print(f"--- {module}: no survivor to check again in {copy}", flush=True)
         return
@@ -93,6 +95,7 @@ def run_module(root: Path, module: str, tests: list[str], settings: dict, budget
     configure(copy, settings, module, tests)
     mutmut = shutil.which("mutmut", path=str(Path(sys.executable).parent)) or "mutmut"
     what = f"{len(again)} survivors again" if recheck else f"budget {budget:.0f} s"
+    what += f", only {len(mutants)} named mutants" if mutants else ""
     print(f"--- {module}: mutmut in {copy}, tests: {' '.join(tests)}; {what}", flush=True)
     started = time.monotonic()
     with open(copy / "mutmut.log", "a" if recheck else "w", encoding="utf-8") as log:
@@ -159,6 +162,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="go on from a module's earlier verdicts")
     parser.add_argument("--recheck", action="store_true", help="run the survivors of the last run again, with the "
                         "tests as they are now")
+    parser.add_argument("--mutants", nargs="+", default=[], help="only these mutants (mutmut's names, * globs "
+                        "allowed), in a fresh copy")
     parser.add_argument("--tests", nargs="+", help="these tests instead of the module's listed ones (to compare "
                         "test sets; give another --dir)")
     parser.add_argument("--scores", action="store_true", help="print the scores so far and run nothing")
@@ -169,10 +174,12 @@ def main() -> None:
     unknown = [m for m in modules if m not in listed]
     if unknown:
         parser.error(f"not in [tool.mutmut.modules]: {', '.join(unknown)} (listed: {', '.join(listed)})")
+    if args.mutants and len(modules) != 1:
+        parser.error("--mutants names the mutants of one module: give that module alone")
     if not args.scores:
         for module in modules:
             run_module(args.dir, module, args.tests or listed[module], settings, args.budget, args.jobs, args.keep,
-                       args.recheck)
+                       args.recheck, args.mutants)
     scores(args.dir, modules)
 
 

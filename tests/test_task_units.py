@@ -1,17 +1,20 @@
 """A task's pure pieces, without training (fast: what mutation testing runs against rnnexp/tasks/base.py):
-the Custom Scalars layout against the tags a run logs, the HParams record of a config, and the
-scheduled-sampling probability."""
+the Custom Scalars layout against the tags a run logs, the HParams record of a config, the
+scheduled-sampling probability, the Markdown of logged text, and what a checkpoint restores."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from pytorch_lightning.accelerators import CPUAccelerator
 
-from rnnexp.tasks.base import hparams_of
+from rnnexp.tasks.base import Task, _upgrade_loop_state, _wrapping_markdown, hparams_of
 from rnnexp.tasks.language_model import LanguageModelTask
 from rnnexp.train import resolve
 from tests.helpers import tiny_run_config
@@ -93,3 +96,161 @@ def test_scheduled_sampling_feeds_the_true_symbol_with_probability_k_over_k_plus
         task._trainer = SimpleNamespace(global_step=step)
     assert scheduled.teacher_prob() == pytest.approx(10 / (10 + math.exp(min(step / 10, 700))), rel=1e-12)
     assert teacher.teacher_prob() == 1.0
+
+
+def test_text_for_tensorboard_escapes_what_markdown_reads_and_keeps_runs_of_spaces():
+    assert _wrapping_markdown("a  b") == "a &nbsp;b"
+    assert _wrapping_markdown("a   b c") == "a &nbsp;&nbsp;b c"
+    assert _wrapping_markdown("<i> & *x*") == "&lt;i\\> &amp; \\*x\\*"
+    specials = "\\`*_{}[]()>#+-.!"
+    assert _wrapping_markdown(specials) == "".join("\\" + c for c in specials)
+    assert _wrapping_markdown("plain, words: 'q' ; ?") == "plain, words: 'q' ; ?"
+
+
+def optim_progress(completed: int) -> dict:
+    counts = {"ready": completed, "completed": completed}
+    return {"total": dict(counts), "current": dict(counts)}
+
+
+def test_a_checkpoint_of_before_steps_per_batch_counts_its_steps_where_manual_optimisation_reads_them():
+    automatic = "epoch_loop.automatic_optimization.optim_progress"
+    manual = "epoch_loop.manual_optimization.optim_step_progress"
+
+    def checkpoint(manual_steps: int) -> dict:
+        return {"loops": {"fit_loop": {
+            automatic: {"optimizer": {"step": optim_progress(12), "zero_grad": optim_progress(12)}},
+            manual: optim_progress(manual_steps),
+            "state_dict": {"combined_loader": [{"position": 3}], "other": 1}}}}
+
+    old = checkpoint(0)
+    _upgrade_loop_state(old)
+    assert old["loops"]["fit_loop"][manual] == optim_progress(12)
+    assert old["loops"]["fit_loop"]["state_dict"] == {"other": 1}  # the loader's position is not restored
+    new = checkpoint(5)  # already stepped by the task: left as it is
+    _upgrade_loop_state(new)
+    assert new == checkpoint(5)
+    for partial in ({}, {"loops": {}}, {"loops": {"fit_loop": {manual: optim_progress(0)}}}):
+        before = json.dumps(partial)
+        _upgrade_loop_state(partial)
+        assert json.dumps(partial) == before
+
+
+def test_a_task_that_defines_training_step_is_refused_when_its_class_is_made():
+    with pytest.raises(TypeError, match=r"^Broken defines training_step: a task gives one step's loss in step_loss "
+                                        r"\(Task.training_step does the backward, clipping and update\)$"):
+        type("Broken", (Task,), {"training_step": lambda self, batch, index: None})
+    assert issubclass(type("Fine", (Task,), {"step_loss": lambda self, batch: None}), Task)
+
+
+def test_the_architectures_a_task_refuses_by_default_and_why():
+    assert Task.arch_refusal("arch2", "reverse") == (
+        "arch=arch2 feeds back its predicted next symbol: it is a language model, not for data=reverse")
+    assert Task.arch_refusal("seq2seq", "segmentation") == (
+        "arch=seq2seq needs a sequence-to-sequence task (data=reverse, copy, sort, addition, number_words or "
+        "parallel_text), not data=segmentation")
+    assert [Task.arch_refusal(arch, "x") for arch in ("arch1", "deep", "bidirectional")] == [None] * 3
+
+
+def test_a_checkpoint_restores_the_tasks_best_its_log_window_and_the_random_state(tiny_text, tmp_path):
+    saved_rng = torch.get_rng_state()
+    expected = torch.rand(3)
+    old = {"best_val_loss": 1.5, "best_score": 2.25, "plateau": {"best": 1.0}, "first_logged_loss": 4.0,
+           "log_window": (6.0, 3, 100), "torch_rng": saved_rng, "cuda_rng": [], "train_state": None}
+    new = {**old, "best_step": 7, "log_window": ([(5, 1.0), (6, 3.0)], 2, 100), "penalty_window": torch.tensor(0.5),
+           "norm_window": [(6, 2.0)], "train_states": [None]}
+    task = task_of(tiny_text, tmp_path)
+    task.continues_run = True
+    task.on_load_checkpoint({"rnnexp": old})  # a checkpoint of before steps_per_batch, best_step and AR/TAR
+    assert torch.equal(torch.rand(3), expected)
+    assert (task.best_val_loss, task.best_score, task.best_step, task.first_logged_loss) == (1.5, 2.25, -1, 4.0)
+    assert task._plateau_state == {"best": 1.0}
+    assert task._window_losses == [(-1, 2.0)] * 3  # the saved sum as three steps of its mean
+    assert (task._penalty_sum, task._window_norms) == (None, [])
+    task.on_load_checkpoint({"rnnexp": new})
+    assert (task.best_step, task._window_losses, task._window_norms) == (7, [(5, 1.0), (6, 3.0)], [(6, 2.0)])
+    assert torch.equal(task._penalty_sum, torch.tensor(0.5))
+    elsewhere = task_of(tiny_text, tmp_path)  # a resume into a new folder keeps its own best
+    elsewhere.on_load_checkpoint({"rnnexp": new})
+    assert (elsewhere.best_val_loss, elsewhere.best_score, elsewhere.best_step) == (math.inf, None, -1)
+    empty = {**old, "log_window": (0.0, 0, 0)}
+    elsewhere.on_load_checkpoint({"rnnexp": empty})
+    assert elsewhere._window_losses == []
+
+
+class Recorder:
+    """A TensorBoard writer's or any closeable's methods that note each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def add_text(self, *args: object) -> None:
+        self.calls.append(("add_text", *args))
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+
+
+class FakeLogger:
+    """A Lightning logger: its `experiment` (TensorBoard's writer, CSV's, or none at all) and its metrics."""
+
+    def __init__(self, experiment: object | None) -> None:
+        self.metrics: list[tuple[dict, int]] = []
+        if experiment is not None:
+            self.experiment = experiment
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.metrics.append((metrics, step))
+
+
+def test_the_end_of_training_measures_the_test_split_and_writes_the_sample_to_its_file_and_the_text_tab(
+        tiny_text, tmp_path):
+    tensorboard, csv, plain = FakeLogger(Recorder()), FakeLogger(object()), FakeLogger(None)
+    task = task_of(tiny_text, tmp_path)
+    sample_file = Path(task.config["run_dir"]) / "sample.txt"
+    sample_file.parent.mkdir(parents=True)
+    task.test_loader = "the test loader"
+    task.evaluate = lambda loader: {"loss": 1.5, "bpc": 2.0} if loader == "the test loader" else None
+    task.generate_sample = lambda: "a  b\n<c> *d*"
+    task._trainer = SimpleNamespace(is_global_zero=True, global_step=30, loggers=[tensorboard, csv, plain])
+    task.on_train_end()
+    assert task.test_metrics == {"loss": 1.5, "bpc": 2.0}
+    for logger in (tensorboard, csv, plain):
+        assert logger.metrics == [({"test/loss": 1.5, "test/bpc": 2.0}, 30)]
+    assert sample_file.read_bytes() == b"a  b\n<c> *d*\n"
+    assert tensorboard.experiment.calls == [("add_text", "samples/final", "a &nbsp;b  \n&lt;c\\> \\*d\\*  ", 29)]
+
+    sample_file.unlink()
+    other_rank = FakeLogger(Recorder())
+    task._trainer = SimpleNamespace(is_global_zero=False, global_step=30, loggers=[other_rank])
+    task.on_train_end()  # measures its share of the test split; writes no sample
+    assert len(other_rank.metrics) == 1 and not other_rank.experiment.calls and not sample_file.exists()
+    task.test_loader, task.generate_sample = None, lambda: None  # no test split, no sample (sample.length=0)
+    task._trainer = SimpleNamespace(is_global_zero=True, global_step=30, loggers=[other_rank])
+    task.on_train_end()
+    assert len(other_rank.metrics) == 1 and not other_rank.experiment.calls and not sample_file.exists()
+    task._trainer = SimpleNamespace(global_step=0, loggers=[other_rank])
+    task.log_text("samples/validation", "x  y", preformatted=False)  # as it is, at step 0 before any step
+    assert other_rank.experiment.calls == [("add_text", "samples/validation", "x  y", 0)]
+
+
+def test_sums_over_ddp_processes_go_through_the_strategy_and_a_single_process_keeps_its_value(tiny_text, tmp_path):
+    task = task_of(tiny_text, tmp_path)
+    reduced = []
+    strategy = SimpleNamespace(reduce=lambda value, reduce_op: reduced.append((value, reduce_op)) or value * 2)
+    value = torch.tensor(3.0)
+    for processes in (2, 3):
+        task._trainer = SimpleNamespace(world_size=processes, strategy=strategy)
+        assert task.sum_over_ranks(value) == 6.0
+    assert reduced == [(value, "sum")] * 2
+    task._trainer = SimpleNamespace(world_size=1, strategy=strategy)
+    assert task.sum_over_ranks(value) is value
+
+
+def test_teardown_closes_the_hparams_record_once(tiny_text, tmp_path):
+    task = task_of(tiny_text, tmp_path)
+    task.teardown("fit")  # none was opened: nothing to close
+    writer = Recorder()
+    task._hparams_writer = writer
+    task.teardown("fit")
+    task.teardown("validate")
+    assert writer.calls == [("close",)] and task._hparams_writer is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 from pytorch_lightning.accelerators import CPUAccelerator
 
-from rnnexp.tasks.base import Task, _upgrade_loop_state, _wrapping_markdown, hparams_of
+from rnnexp.tasks.base import Task, TrainingDiverged, _upgrade_loop_state, _wrapping_markdown, hparams_of
 from rnnexp.tasks.language_model import LanguageModelTask
 from rnnexp.train import resolve
 from tests.helpers import tiny_run_config
@@ -254,3 +255,128 @@ def test_teardown_closes_the_hparams_record_once(tiny_text, tmp_path):
     task.teardown("fit")
     task.teardown("validate")
     assert writer.calls == [("close",)] and task._hparams_writer is None
+
+
+class SavingLogger(FakeLogger):
+    def save(self) -> None:
+        self.metrics.append(("saved", None))
+
+
+def test_a_logging_step_writes_the_windows_means_the_norms_and_the_rates_in_one_go(tiny_text, tmp_path):
+    task = task_of(tiny_text, tmp_path, "clip=1.0", "cell=rnn", "cell.hidden_size=4", "arch.embedding_dim=3")
+    logger = SavingLogger(None)
+    for p in task.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    grads = {name: 0.5 * p.numel() ** 0.5 for name, p in task.model.named_parameters()}
+    total = math.sqrt(sum(g * g for g in grads.values()))
+    task._trainer = SimpleNamespace(log_every_n_steps=5, global_step=9, loggers=[logger], world_size=1)
+    task.count_train(torch.tensor(2.0), tokens=60, penalty=torch.tensor(1.0))
+    task.count_train(torch.tensor(4.0), tokens=40, penalty=torch.tensor(2.0))
+    task._window_start = time.perf_counter() - 10.0
+    optimizer = torch.optim.SGD(task.parameters(), lr=0.5)
+    task.on_before_optimizer_step(optimizer)
+    (metrics, step), saved = logger.metrics
+    assert step == 9 and saved == ("saved", None)  # written and flushed at the step they describe
+    assert metrics.keys() == {*(f"vitals/grad_norm/{name}" for name in grads), "vitals/grad_norm/total",
+                              "vitals/grad_norm/total_after_clip", "vitals/grad_norm/clipped_frac", "train/loss",
+                              "train/activation_penalty", "train/lr", "train/lr_log10", "train/tokens_per_sec"}
+    for name, norm in grads.items():
+        assert metrics[f"vitals/grad_norm/{name}"] == pytest.approx(norm, rel=1e-5)
+    assert metrics["vitals/grad_norm/total"] == pytest.approx(total, rel=1e-5)
+    assert metrics["vitals/grad_norm/total_after_clip"] == pytest.approx(1.0, rel=1e-5)
+    assert metrics["vitals/grad_norm/clipped_frac"] == 1.0
+    assert (metrics["train/loss"], metrics["train/activation_penalty"]) == (3.0, 1.5)  # the means of the steps
+    assert (metrics["train/lr"], metrics["train/lr_log10"]) == (0.5, pytest.approx(math.log10(0.5)))
+    assert 100 / 10.5 < metrics["train/tokens_per_sec"] <= 100 / 10.0
+    assert task.progress_stats == {"loss": 3.0, "tok_per_s": metrics["train/tokens_per_sec"]}
+    assert (task._window_losses, task._window_norms, task._penalty_sum, task._window_tokens) == ([], [], None, 0)
+
+    # Two DDP processes (the other's numbers as this one's): the loss is their mean, the tokens their sum.
+    logger.metrics.clear()
+    strategy = SimpleNamespace(reduce=lambda value, reduce_op: value * 2)
+    task._trainer = SimpleNamespace(log_every_n_steps=5, global_step=14, loggers=[logger], world_size=2,
+                                    strategy=strategy)
+    task.count_train(torch.tensor(1.0), tokens=50)
+    task._window_start = time.perf_counter() - 10.0
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    task.on_before_optimizer_step(optimizer)
+    metrics = logger.metrics[0][0]
+    assert metrics["train/loss"] == 1.0 and "train/activation_penalty" not in metrics
+    assert 100 / 10.5 < metrics["train/tokens_per_sec"] <= 100 / 10.0
+    assert metrics["train/lr_log10"] == -math.inf
+    # A step that is not a logging step writes nothing; a window without a loss logs a loss of 0.
+    logger.metrics.clear()
+    task._trainer = SimpleNamespace(log_every_n_steps=5, global_step=15, loggers=[logger], world_size=1)
+    task.on_before_optimizer_step(optimizer)
+    assert logger.metrics == [] and len(task._window_norms) == 1
+    task._trainer.global_step = 19
+    task.on_before_optimizer_step(optimizer)
+    assert logger.metrics[0][0]["train/loss"] == 0.0
+    task._trainer = SimpleNamespace(log_every_n_steps=0, global_step=24, loggers=[logger], world_size=1)
+    assert not task._is_log_step()
+
+
+def test_clipped_frac_counts_the_steps_whose_norm_clipping_shrank(tiny_text, tmp_path):
+    task = task_of(tiny_text, tmp_path, "clip=1.0")
+    assert task.clipped_fraction() == 0.0  # no step yet
+    # torch scales by clip / (norm + 1e-6) where that is below 1: at 1 - 5e-7, not at 1 - 1e-6 (float32)
+    task._window_norms = [(step, torch.tensor(norm)) for step, norm in enumerate((0.5, 1 - 5e-7, 1 - 1e-6, 3.0))]
+    assert task.clipped_fraction() == 0.5
+    unclipped = task_of(tiny_text, tmp_path, "clip=0")
+    unclipped._window_norms = task._window_norms
+    assert unclipped.clipped_fraction() == 0.0
+
+
+def test_the_nan_guard_finds_the_first_bad_step_and_skip_mode_drops_a_bad_gradient(tiny_text, tmp_path, caplog):
+    nan, one = torch.tensor(math.nan), torch.tensor(1.0)
+    stop = task_of(tiny_text, tmp_path)
+    assert stop.first_bad_step() == -1
+    stop._window_losses = [(3, one), (4, one), (5, torch.tensor(math.inf))]
+    stop._window_norms = [(3, one), (4, nan), (5, one)]
+    assert stop.first_bad_step() == 4  # the gradient's NaN came first
+    with pytest.raises(TrainingDiverged, match=r"^loss or gradient became NaN/inf at step 4; training stopped, the "
+                       r"checkpoints hold the last finite state \(try a lower lr, clip > 0, or "
+                       r"guard.on_nonfinite=skip\)$"):
+        stop.raise_if_diverged()
+    stop._window_norms = [(0, nan)]
+    assert stop.first_bad_step() == 0
+    with pytest.raises(TrainingDiverged, match="at step 0;"):
+        stop.raise_if_diverged()
+    stop._window_losses, stop._window_norms = [(1, one)], [(1, one)]
+    stop.raise_if_diverged()  # finite: goes on
+    stop._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler="fp16's GradScaler"))
+    stop._window_norms = [(1, nan)]  # overflowing gradients are the scaler's to skip
+    assert stop._grad_scaler() == "fp16's GradScaler" and stop.first_bad_step() == -1
+
+    skip = task_of(tiny_text, tmp_path, "guard.on_nonfinite=skip")
+    skip._window_losses, skip._window_norms = [(2, one)], [(2, nan)]
+    assert skip.first_bad_step() == -1  # under skip, bad gradients are dropped, not kept
+    parameter = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    skip._trainer = SimpleNamespace(global_step=7)
+    for norm, kept in ((one, True), (nan, False)):
+        parameter.grad = torch.ones(2)
+        skip._skip_if_nonfinite(norm, optimizer)
+        assert (parameter.grad is not None) == kept
+    assert caplog.messages[-1] == "step 7: gradient norm is nan; step skipped"
+    for task, trainer in ((stop, SimpleNamespace(global_step=7)),
+                          (skip, SimpleNamespace(global_step=7, precision_plugin=SimpleNamespace(scaler="fp16")))):
+        task._trainer = trainer
+        parameter.grad = torch.ones(2)
+        task._skip_if_nonfinite(nan, optimizer)  # stop mode, or fp16's scaler: the gradient is left
+        assert parameter.grad is not None
+
+
+def test_a_train_loss_over_explode_factor_times_the_first_logged_one_is_warned_of(tiny_text, tmp_path, caplog):
+    task = task_of(tiny_text, tmp_path, "guard.explode_factor=3")
+    task._trainer = SimpleNamespace(global_step=20)
+    for loss in (2.0, 6.0, 6.5):
+        task._report_explosion(loss)
+    assert task.first_logged_loss == 2.0
+    assert caplog.messages == ["step 20: train loss 6.500 is over 3x its first value 2.000: exploding?"]
+    quiet = task_of(tiny_text, tmp_path, "guard.explode_factor=0")
+    quiet._trainer = SimpleNamespace(global_step=20)
+    for loss in (2.0, 100.0):
+        quiet._report_explosion(loss)
+    assert len(caplog.messages) == 1

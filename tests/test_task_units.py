@@ -130,6 +130,12 @@ def test_a_checkpoint_of_before_steps_per_batch_counts_its_steps_where_manual_op
     new = checkpoint(5)  # already stepped by the task: left as it is
     _upgrade_loop_state(new)
     assert new == checkpoint(5)
+    for without in ("combined_loader", "state_dict"):  # an old checkpoint without a loader's state
+        old = checkpoint(0)
+        fit_loop = old["loops"]["fit_loop"]
+        (fit_loop["state_dict"] if without == "combined_loader" else fit_loop).pop(without)
+        _upgrade_loop_state(old)
+        assert old["loops"]["fit_loop"][manual] == optim_progress(12)
     for partial in ({}, {"loops": {}}, {"loops": {"fit_loop": {manual: optim_progress(0)}}}):
         before = json.dumps(partial)
         _upgrade_loop_state(partial)
@@ -274,6 +280,7 @@ def test_a_logging_step_writes_the_windows_means_the_norms_and_the_rates_in_one_
     task.count_train(torch.tensor(4.0), tokens=40, penalty=torch.tensor(2.0))
     task._window_start = time.perf_counter() - 10.0
     optimizer = torch.optim.SGD(task.parameters(), lr=0.5)
+    assert task.tokens_trained == 100  # by this process in this attempt, not reset by logging
     task.on_before_optimizer_step(optimizer)
     (metrics, step), saved = logger.metrics
     assert step == 9 and saved == ("saved", None)  # written and flushed at the step they describe

@@ -1,6 +1,8 @@
 """What a user sees in TensorBoard, opened in a real browser (rnnexp/browser.py): a sweep over the cell is
 told apart at a glance, without ticking boxes."""
 
+import time
+
 import pytest
 
 from rnnexp.browser import CHROMIUM, browser_page, serving, visible_at
@@ -78,6 +80,9 @@ def test_custom_scalars_draws_each_chart_from_the_runs(sweep):
         for chart in ("loss: training vs validation (nats per token)", "validation bpc, and the best so far",
                       "learning rate, log10 (optimizers' rates side by side)", "gradient norm per parameter: head"):
             card = page.locator("tf-custom-scalar-multi-line-chart-card", has_text=chart)
-            card.get_by_text("Matches (", exact=False).wait_for(timeout=30_000)
-            matches = int(card.get_by_text("Matches (", exact=False).inner_text().split("(")[1].rstrip(")"))
+            count = card.get_by_text("Matches (", exact=False)
+            count.wait_for(timeout=30_000)
+            deadline = time.monotonic() + 60  # the card shows "Matches (0)" until TensorBoard has read the runs
+            while (matches := int(count.inner_text().split("(")[1].rstrip(")"))) < 2 and time.monotonic() < deadline:
+                page.wait_for_timeout(500)
             assert matches >= 2, (chart, matches)  # a line from each run

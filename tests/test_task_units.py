@@ -251,6 +251,26 @@ def test_sums_over_ddp_processes_go_through_the_strategy_and_a_single_process_ke
     assert reduced == [(value, "sum")] * 2
     task._trainer = SimpleNamespace(world_size=1, strategy=strategy)
     assert task.sum_over_ranks(value) is value
+    assert task.gather_from_ranks("mine") == ["mine"]
+
+
+def test_gathering_from_ddp_processes_lists_each_ones_value_in_rank_order(tiny_text, tmp_path, monkeypatch):
+    def all_gather_object(into: list, value: object) -> None:
+        assert into == [None, None, None]
+        into[:] = ["rank 0's", value, "rank 2's"]
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
+    task = task_of(tiny_text, tmp_path)
+    task._trainer = SimpleNamespace(world_size=3)
+    assert task.gather_from_ranks("mine") == ["rank 0's", "mine", "rank 2's"]
+
+
+def test_a_nested_modules_gradient_norm_chart_is_named_by_its_whole_path(tiny_text, tmp_path):
+    task = task_of(tiny_text, tmp_path)
+    task.model = torch.nn.ModuleDict({"encoder": torch.nn.ModuleDict({"embedding": torch.nn.Embedding(3, 2),
+                                                                       "rnn": torch.nn.GRU(2, 2)})})
+    assert list(task.gradient_norm_charts()) == ["gradient norm per parameter: encoder.embedding",
+                                                 "gradient norm per parameter: encoder.rnn layer 0"]
 
 
 def test_teardown_closes_the_hparams_record_once(tiny_text, tmp_path):
@@ -303,13 +323,13 @@ def test_a_logging_step_writes_the_windows_means_the_norms_and_the_rates_in_one_
     strategy = SimpleNamespace(reduce=lambda value, reduce_op: value * 2)
     task._trainer = SimpleNamespace(log_every_n_steps=5, global_step=14, loggers=[logger], world_size=2,
                                     strategy=strategy)
-    task.count_train(torch.tensor(1.0), tokens=50)
+    task.count_train(torch.tensor(1.0), tokens=50, penalty=torch.tensor(0.5))
     task._window_start = time.perf_counter() - 10.0
     for group in optimizer.param_groups:
         group["lr"] = 0.0
     task.on_before_optimizer_step(optimizer)
     metrics = logger.metrics[0][0]
-    assert metrics["train/loss"] == 1.0 and "train/activation_penalty" not in metrics
+    assert (metrics["train/loss"], metrics["train/activation_penalty"]) == (1.0, 0.5)
     assert 100 / 10.5 < metrics["train/tokens_per_sec"] <= 100 / 10.0
     assert metrics["train/lr_log10"] == -math.inf
     # A step that is not a logging step writes nothing; a window without a loss logs a loss of 0.
@@ -317,7 +337,12 @@ def test_a_logging_step_writes_the_windows_means_the_norms_and_the_rates_in_one_
     task._trainer = SimpleNamespace(log_every_n_steps=5, global_step=15, loggers=[logger], world_size=1)
     task.on_before_optimizer_step(optimizer)
     assert logger.metrics == [] and len(task._window_norms) == 1
-    task._trainer.global_step = 19
+    task._trainer.global_step = 19  # a window without a penalty (AR/TAR off) logs none
+    task.count_train(torch.tensor(1.0), tokens=50)
+    task.on_before_optimizer_step(optimizer)
+    assert "train/activation_penalty" not in logger.metrics[0][0]
+    logger.metrics.clear()
+    task._trainer.global_step = 24
     task.on_before_optimizer_step(optimizer)
     assert logger.metrics[0][0]["train/loss"] == 0.0
     task._trainer = SimpleNamespace(log_every_n_steps=0, global_step=24, loggers=[logger], world_size=1)

@@ -101,3 +101,12 @@ def test_steps_that_cannot_share_a_batch_are_refused_in_one_line(overrides, mess
     with pytest.raises(ConfigError) as refused:
         steps_per_batch(config_with(*overrides), batch_holds_steps=True)
     assert str(refused.value) == message
+
+
+def test_a_budget_of_one_step_ends_inside_the_first_batch(tiny_text, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_run_config(tiny_text, run_dir, "trainer.max_steps=1", "steps_per_batch=4",
+                          *(f"{every}=8" for every in ("trainer.val_check_interval", "diagnostics.every_n_steps",
+                                                       "callbacks.model_checkpoint.every_n_steps")),
+                          "sample.length=0"))
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 1

@@ -118,6 +118,33 @@ class PoisonWeights(pl.Callback):
                 pl_module.model.head.bias.fill_(float("nan"))
 
 
+class PoisonOneLoss(pl.Callback):
+    """Makes the loss of step `at_step` alone NaN (the readout bias is NaN from the update of step
+    `at_step` - 1 until the skipped step reaches the optimizer, then restored), and notes whether the
+    skipped step changed any weight (`skipped_step_changed`, read at the next step)."""
+
+    skipped_step_changed: bool | None = None
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+        self.saved_bias: torch.Tensor | None = None
+        self.after_skip: dict[str, torch.Tensor] = {}
+        PoisonOneLoss.skipped_step_changed = None
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        bias, step = pl_module.model.head.bias, trainer.global_step
+        with torch.no_grad():
+            if step == self.at_step - 1:
+                self.saved_bias = bias.detach().clone()
+                bias.fill_(float("nan"))
+            elif step == self.at_step:
+                bias.copy_(self.saved_bias)
+                self.after_skip = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+            elif step == self.at_step + 1:  # before this step's update: what the skipped one left
+                PoisonOneLoss.skipped_step_changed = any(
+                    not torch.equal(v, self.after_skip[k]) for k, v in pl_module.state_dict().items())
+
+
 def tiny_seq2seq_config(run_dir: Path, *overrides: str) -> DictConfig:
     """The real config of a tiny seq2seq model on `data=reverse` (a few small batches)."""
     return compose_config(

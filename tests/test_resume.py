@@ -13,7 +13,7 @@ import torch
 from rnnexp.checkpoint import load_checkpoint
 from rnnexp.errors import TrainingDiverged
 from rnnexp.train import train
-from tests.helpers import REPO, make_text, read_scalars, tiny_run_config
+from tests.helpers import REPO, PoisonOneLoss, make_text, read_scalars, tiny_run_config
 
 # Long enough to be killed mid-run, crossing an epoch boundary (62 batches an epoch).
 RESUMABLE = [
@@ -135,7 +135,20 @@ def test_skip_mode_skips_a_nan_loss(tiny_text, tmp_path, caplog):
         task.model.head.bias.fill_(float("nan"))
     with caplog.at_level(logging.WARNING, logger="rnnexp"):
         assert task.step_loss(window) is None  # no backward, no update
-    assert "loss is nan; step skipped" in caplog.text
+    assert "step 0: loss is nan; step skipped" in caplog.messages
+
+
+def test_a_skipped_nan_loss_updates_nothing_and_still_counts_its_step(tiny_text, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger="rnnexp"):
+        train(tiny_run_config(tiny_text, run_dir, *GUARDED, "guard.on_nonfinite=skip",
+                              "+callbacks.poison._target_=tests.helpers.PoisonOneLoss", "+callbacks.poison.at_step=7",
+                              "trainer.max_time=00:00:01:00"))  # a run whose steps stop counting would never end
+    assert [m for m in caplog.messages if "skipped" in m] == ["step 7: loss is nan; step skipped"]
+    assert PoisonOneLoss.skipped_step_changed is False
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == 20
+    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
 
 
 def test_exploding_loss_is_reported(tiny_text, tmp_path, caplog):

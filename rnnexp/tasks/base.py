@@ -153,7 +153,6 @@ class Task(pl.LightningModule):
         self.best_val_loss = math.inf
         self.best_score: float | None = None
         self.best_step = -1  # the step of best_score
-        self.last_val_step = -1
         self.plateau: Any = None  # a ReduceLROnPlateau schedule, stepped after each validation
         self._plateau_state: dict[str, Any] | None = None
         self.first_logged_loss: float | None = None
@@ -481,7 +480,6 @@ class Task(pl.LightningModule):
                 self._hparams_writer.add_scalar(tag, metric, self.global_step - 1)
             self._hparams_writer.flush()
         self.progress_stats["val_loss"] = loss
-        self.last_val_step = self.global_step
 
     # --- bookkeeping ----------------------------------------------------------------------------
 

@@ -110,3 +110,4 @@ def test_a_budget_of_one_step_ends_inside_the_first_batch(tiny_text, tmp_path):
                                                        "callbacks.model_checkpoint.every_n_steps")),
                           "sample.length=0"))
     assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 1
+    assert [step for step, _ in read_scalars(run_dir)["val/loss"]] == [0]  # the final weights validated

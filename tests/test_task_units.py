@@ -412,3 +412,12 @@ def test_a_train_loss_over_explode_factor_times_the_first_logged_one_is_warned_o
     for loss in (2.0, 100.0):
         quiet._report_explosion(loss)
     assert len(caplog.messages) == 1
+
+
+def test_validation_time_is_left_out_of_the_training_throughput(tiny_text, tmp_path):
+    task = task_of(tiny_text, tmp_path)
+    task._window_start = 100.0
+    task.on_validation_start()
+    task._validation_started -= 5.0  # as if the validation had taken 5 s
+    task.on_validation_end()
+    assert 105.0 <= task._window_start < 105.5  # the window starts 5 s later: the same training time

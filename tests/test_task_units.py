@@ -421,3 +421,19 @@ def test_validation_time_is_left_out_of_the_training_throughput(tiny_text, tmp_p
     task._validation_started -= 5.0  # as if the validation had taken 5 s
     task.on_validation_end()
     assert 105.0 <= task._window_start < 105.5  # the window starts 5 s later: the same training time
+
+
+def test_a_checkpoint_carries_the_tasks_windows_and_bests_to_the_resumed_task(tiny_text, tmp_path):
+    saved = task_of(tiny_text, tmp_path)
+    saved.best_val_loss, saved.best_score, saved.best_step, saved.first_logged_loss = 1.25, 1.8, 6, 3.5
+    saved.count_train(torch.tensor(2.0), tokens=10, penalty=torch.tensor(0.25))
+    saved._window_norms = [(7, torch.tensor(4.0))]
+    checkpoint: dict = {}
+    saved.on_save_checkpoint(checkpoint)
+    resumed = task_of(tiny_text, tmp_path)
+    resumed.continues_run = True
+    resumed.on_load_checkpoint(checkpoint)
+    assert (resumed.best_val_loss, resumed.best_score, resumed.best_step, resumed.first_logged_loss) == (
+        1.25, 1.8, 6, 3.5)
+    assert resumed._window_losses == saved._window_losses and resumed._window_norms == saved._window_norms
+    assert torch.equal(resumed._penalty_sum, torch.tensor(0.25))

@@ -196,6 +196,12 @@ class Recorder:
     def close(self) -> None:
         self.calls.append(("close",))
 
+    def add_scalar(self, *args: object) -> None:
+        self.calls.append(("add_scalar", *args))
+
+    def flush(self) -> None:
+        self.calls.append(("flush",))
+
 
 class FakeLogger:
     """A Lightning logger: its `experiment` (TensorBoard's writer, CSV's, or none at all) and its metrics."""
@@ -437,3 +443,32 @@ def test_a_checkpoint_carries_the_tasks_windows_and_bests_to_the_resumed_task(ti
         1.25, 1.8, 6, 3.5)
     assert resumed._window_losses == saved._window_losses and resumed._window_norms == saved._window_norms
     assert torch.equal(resumed._penalty_sum, torch.tensor(0.25))
+
+
+@pytest.mark.parametrize("higher_is_better", [False, True])
+def test_a_validation_keeps_the_first_best_score_in_the_metrics_direction_and_logs_it(
+        tiny_text, tmp_path, higher_is_better):
+    task = task_of(tiny_text, tmp_path)
+    task.higher_is_better = higher_is_better
+    logged, logger, writer = [], SavingLogger(None), Recorder()
+    task.log_dict = lambda values, **options: logged.append((values, options))
+    task._hparams_writer = writer
+    scores = (2.0, 1.5, 1.5, 1.75) if not higher_is_better else (0.5, 0.75, 0.75, 0.625)
+    for step, (loss, score) in enumerate(zip((3.0, 2.0, 2.5, 2.25), scores, strict=True), start=1):
+        task._trainer = SimpleNamespace(global_step=10 * step, loggers=[logger], world_size=1)
+        task.log_validation(torch.tensor(loss), {"val/bpc": torch.tensor(loss / math.log(2))}, torch.tensor(score))
+    best = 1.5 if not higher_is_better else 0.75
+    assert (task.best_val_loss, task.best_score, task.best_step) == (2.0, best, 20)  # a tie keeps the first
+    assert task.progress_stats["val_loss"] == 2.25
+    values, options = logged[-1]
+    assert values == {"val/loss": 2.25, "val/bpc": pytest.approx(2.25 / math.log(2)), "val_hp/bpc": scores[-1],
+                      "val_hp/best_bpc": best}
+    assert options["logger"] is False and not options["sync_dist"]
+    assert logger.metrics[-2:] == [(values, 39), ("saved", None)]  # at the step of the last training batch
+    assert writer.calls[-3:] == [("add_scalar", "val_hp/bpc", scores[-1], 39),
+                                 ("add_scalar", "val_hp/best_bpc", best, 39), ("flush",)]
+    task._trainer = SimpleNamespace(global_step=50, loggers=[], world_size=2)  # DDP: the values are synced
+    task.log_validation(torch.tensor(2.0), {}, torch.tensor(1.0))
+    assert logged[-1][1]["sync_dist"] is True
+    with pytest.raises(TrainingDiverged, match=r"^validation loss is nan at step 50$"):
+        task.log_validation(torch.tensor(math.nan), {}, torch.tensor(1.0))

@@ -472,3 +472,41 @@ def test_a_validation_keeps_the_first_best_score_in_the_metrics_direction_and_lo
     assert logged[-1][1]["sync_dist"] is True
     with pytest.raises(TrainingDiverged, match=r"^validation loss is nan at step 50$"):
         task.log_validation(torch.tensor(math.nan), {}, torch.tensor(1.0))
+
+
+class HparamsLogger(FakeLogger):
+    def log_hyperparams(self, params: dict) -> None:
+        self.metrics.append(("hparams", params))
+
+
+def test_the_start_of_a_run_records_its_settings_and_layout_once_and_a_resume_purges_the_hparams_run(
+        tiny_text, tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    task = task_of(tiny_text, tmp_path)
+    with_layout, plain = HparamsLogger(Recorder()), HparamsLogger(None)
+    add_custom_scalars = []
+    with_layout.experiment.add_custom_scalars = add_custom_scalars.append
+    trainer = SimpleNamespace(precision="32-true", accelerator=CPUAccelerator(), is_global_zero=True,
+                              loggers=[with_layout, plain])
+    task._trainer = trainer
+    task.on_fit_start()
+    params = hparams_of(task.config, trainer)
+    assert with_layout.metrics == plain.metrics == [("hparams", params)]
+    assert add_custom_scalars == [task.dashboard_layout()]
+    assert task._hparams_writer is None  # no TensorBoard logger: no HParams sub-run
+    task.continues_run = True  # a resume into its own folder: the records are there already
+    task.on_fit_start()
+    assert len(with_layout.metrics) == 1 and len(add_custom_scalars) == 1
+
+    tensorboard = TensorBoardLogger(save_dir=str(tmp_path / "tb"), name="", version="")
+    task._trainer = SimpleNamespace(precision="32-true", accelerator=CPUAccelerator(), is_global_zero=True,
+                                    loggers=[tensorboard])
+    task.resumed_at_step = 7
+    task.on_fit_start()
+    task.teardown("fit")
+    (events,) = (tmp_path / "tb" / "hparams").iterdir()
+    starts = [event.step for event in EventFileLoader(str(events)).Load()
+              if event.HasField("session_log") and event.session_log.status == event.session_log.START]
+    assert starts == [7]  # TensorBoard drops what an interrupted attempt wrote from step 7 on

@@ -179,9 +179,9 @@ def test_a_checkpoint_restores_the_tasks_best_its_log_window_and_the_random_stat
     elsewhere = task_of(tiny_text, tmp_path)  # a resume into a new folder keeps its own best
     elsewhere.on_load_checkpoint({"rnnexp": new})
     assert (elsewhere.best_val_loss, elsewhere.best_score, elsewhere.best_step) == (math.inf, None, -1)
-    empty = {**old, "log_window": (0.0, 0, 0)}
-    elsewhere.on_load_checkpoint({"rnnexp": empty})
-    assert elsewhere._window_losses == []
+    for window, losses in (((0.0, 0, 0), []), ((2.0, 1, 10), [(-1, 2.0)])):  # empty, one step
+        elsewhere.on_load_checkpoint({"rnnexp": {**old, "log_window": window}})
+        assert elsewhere._window_losses == losses
 
 
 class Recorder:

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from rnnexp.errors import ConfigError
 from rnnexp.train import train
@@ -95,6 +96,8 @@ def test_hparams_go_to_a_sub_run_with_every_setting_and_the_hp_metrics_only_wher
     assert hparams["cell/name"].string_value == "rnn" and hparams["cell/activation"].string_value == "tanh"
     assert hparams["optim/momentum"].number_value == 0.0 and hparams["trainer/precision"].string_value
     assert not {"run_dir", "data_dir", "ckpt_path"} & set(hparams)  # where files are: not a setting
+    # hparams.yaml holds the same settings, flat (not the checkpoint's whole config and vocabulary too)
+    assert set(yaml.safe_load((run_dir / "hparams.yaml").read_text(encoding="utf-8"))) == set(hparams)
     main = EventAccumulator(str(run_dir))
     main.Reload()
     with pytest.raises(KeyError, match="could not be found"):  # nothing in the run itself for the tab to take

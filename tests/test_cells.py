@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rnnexp.cells import ScratchRNN, make_rnn
+from rnnexp.cells import ScratchCell, ScratchRNN, fused_classes, make_cell, make_rnn, variant_of
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
 
@@ -136,3 +136,76 @@ def test_a_scratch_cell_starts_as_torchs_cells_do_uniform_in_plus_minus_one_over
     cell = make_cell("gru", "scratch", 5, 16, variant="standard")
     values = torch.cat([p.detach().flatten() for p in cell.parameters()])
     assert values.abs().max() <= 0.25 and values.min() < -0.2 and values.max() > 0.2  # 1/sqrt(16) = 0.25
+
+
+def test_only_the_forget_gates_bias_changes_from_torchs_initialisation():
+    torch.manual_seed(0)
+    plain = torch.nn.LSTM(3, 4)
+    torch.manual_seed(0)
+    ours = make_rnn("lstm", "fused", 3, 4)
+    forget = slice(4, 8)  # torch's gate order: i, f, g, o
+    others = torch.ones(16, dtype=torch.bool)
+    others[forget] = False
+    assert torch.equal(ours.bias_ih_l0[others], plain.bias_ih_l0[others])
+    assert torch.equal(ours.bias_hh_l0[others], plain.bias_hh_l0[others])
+    assert torch.equal(ours.weight_hh_l0, plain.weight_hh_l0)
+
+
+def test_a_deep_bidirectional_scratch_stack_matches_torchs():
+    torch.manual_seed(0)
+    scratch = make_rnn("gru", "scratch", 5, 7, num_layers=2, bidirectional=True)
+    torch.manual_seed(0)
+    fused = make_rnn("gru", "fused", 5, 7, num_layers=2, bidirectional=True)
+    x, h = torch.randn(6, 3, 5), torch.randn(4, 3, 7)
+    out_s, h_s = scratch(x, h)
+    out_f, h_f = fused(x, h)
+    torch.testing.assert_close(out_s, out_f, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h_s, h_f, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_falls_between_layers_in_training_only_at_its_rate():
+    x = torch.randn(5, 3, 4)
+
+    def outputs(num_layers: int, dropout: float, training: bool, seed: int = 0) -> torch.Tensor:
+        torch.manual_seed(0)
+        rnn = ScratchRNN("lstm", 4, 6, num_layers=num_layers, dropout=dropout).train(training)
+        torch.manual_seed(seed)
+        return rnn(x)[0]
+
+    assert torch.equal(outputs(2, 0.5, False), outputs(2, 0.0, False))  # evaluation: no dropout
+    assert torch.equal(outputs(2, 0.5, False, seed=1), outputs(2, 0.5, False, seed=2))
+    assert not torch.equal(outputs(2, 0.5, True), outputs(2, 0.0, True))  # between layers, in training
+    assert not torch.equal(outputs(2, 0.5, True), outputs(2, 1.0, True))  # at its own rate
+    assert torch.equal(outputs(1, 0.5, True), outputs(1, 0.0, True))  # nothing before the first layer
+
+
+def test_zoneout_in_evaluation_keeps_its_expected_share_of_the_old_state():
+    x, h0 = torch.randn(1, 2, 3), torch.randn(1, 2, 4)
+    torch.manual_seed(0)
+    plain = ScratchRNN("gru", 3, 4).eval()
+    torch.manual_seed(0)
+    zoned = ScratchRNN("gru", 3, 4).eval()
+    zoned.zoneout = 0.25
+    new = plain(x, h0)[0]
+    torch.testing.assert_close(zoned(x, h0)[0], 0.25 * h0 + 0.75 * new)
+
+
+def test_make_cell_builds_ours_or_torchs_cell_as_named():
+    scratch = make_cell("gru", "scratch", 3, 4)  # the standard variant by default
+    assert isinstance(scratch, ScratchCell) and (scratch.cell, scratch.variant) == ("gru", "standard")
+    assert make_cell("lstm", "scratch", 3, 4, variant="cifg").variant == "cifg"
+    relu = make_cell("rnn", "fused", 3, 4, activation="relu")
+    assert type(relu) is torch.nn.RNNCell and relu.nonlinearity == "relu"
+    assert type(make_cell("lstm", "fused", 3, 4)) is torch.nn.LSTMCell
+
+
+def test_unknown_cells_and_variants_without_a_kernel_are_named_in_the_error():
+    with pytest.raises(ValueError, match=r"^unknown cell 'lstn' with variant 'standard'; choose from \[\('rnn', "
+                       r"'standard'\), \('rnn', 'irnn'\), \('lstm', 'standard'\)"):
+        variant_of("lstn", "standard")
+    with pytest.raises(ValueError, match=r"^unknown cell 'gru' with variant 'peephole'"):
+        variant_of("gru", "peephole")
+    for cell, variant in (("lstm", "peephole"), ("mgu", "standard"), ("lstn", "standard")):
+        with pytest.raises(ValueError, match=rf"^{cell} {variant} has no fused kernel \(cell.impl=scratch\)$"):
+            fused_classes(cell, variant)
+    assert fused_classes("gru", "standard") == (torch.nn.GRU, torch.nn.GRUCell)

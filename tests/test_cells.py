@@ -209,3 +209,18 @@ def test_unknown_cells_and_variants_without_a_kernel_are_named_in_the_error():
         with pytest.raises(ValueError, match=rf"^{cell} {variant} has no fused kernel \(cell.impl=scratch\)$"):
             fused_classes(cell, variant)
     assert fused_classes("gru", "standard") == (torch.nn.GRU, torch.nn.GRUCell)
+
+
+def test_a_probed_stack_records_each_layers_states_and_gates_at_every_step_and_an_unprobed_one_nothing():
+    torch.manual_seed(0)
+    rnn = ScratchRNN("lstm", 3, 4, num_layers=2)
+    x = torch.randn(5, 2, 3)
+    out, _ = rnn(x)
+    assert rnn.probe is None
+    rnn.probe = {}
+    assert torch.equal(rnn(x)[0], out)  # probing changes nothing
+    assert set(rnn.probe) == {"l0", "l1"}
+    assert torch.equal(torch.stack(rnn.probe["l1"]["h"]), out)
+    for layer in rnn.probe.values():
+        assert len(layer["h"]) == len(layer["gates"]) == 5
+        assert set(layer["gates"][0]) == {"input_gate", "forget_gate", "output_gate"}

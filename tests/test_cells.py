@@ -224,3 +224,16 @@ def test_a_probed_stack_records_each_layers_states_and_gates_at_every_step_and_a
     for layer in rnn.probe.values():
         assert len(layer["h"]) == len(layer["gates"]) == 5
         assert set(layer["gates"][0]) == {"input_gate", "forget_gate", "output_gate"}
+
+
+def test_a_stack_is_refused_an_unknown_combine_or_implementation_and_initialises_both_directions():
+    with pytest.raises(ValueError, match=r"^unknown combine 'mean'; choose from \['sum', "):
+        ScratchRNN("rnn", 3, 4, combine="mean")
+    with pytest.raises(ValueError, match=r"^unknown cell implementation 'cudnn'; choose 'scratch' or 'fused'$"):
+        make_rnn("rnn", "cudnn", 3, 4)
+    assert ScratchRNN("lstm", 3, 4, num_layers=2).dropout == 0.0  # no dropout unless asked
+    for impl in ("scratch", "fused"):
+        lstm = make_rnn("lstm", impl, 3, 4, bidirectional=True)
+        for direction in ("", "_reverse"):  # the forget gate's bias of 1 in each direction
+            bias = getattr(lstm, f"bias_ih_l0{direction}")[4:8] + getattr(lstm, f"bias_hh_l0{direction}")[4:8]
+            assert torch.equal(bias, torch.ones(4)), (impl, direction)

@@ -281,3 +281,14 @@ def test_curves_png_draws_each_runs_validation_curve_at_the_step_it_follows(tmp_
     (by_tag,) = saved["by_parameter.png"].get_axes()  # only val/bpc's runs sweep a setting (their tag)
     assert by_tag.get_title() == f"{tmp_path.name}: best val/bpc by tag"
     assert tuple(saved["by_parameter.png"].get_size_inches()) == (8, 5)
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_settings_swept_over_seeds_are_ranked_by_their_mean_best_first_in_the_metrics_direction(tmp_path, higher):
+    options = ["data=segmentation", "arch=bidirectional"] if higher else LM
+    bests = {"0.5": (0.8, 0.9), "0.05": (0.6, 0.5)} if higher else {"0.5": (1.5, 1.7), "0.05": (2.0, 2.2)}
+    for lr, values in bests.items():  # 0.5 is the better setting in each direction; "0.05" sorts first as text
+        for seed, best in enumerate(values, start=1):
+            make_run(tmp_path / f"lr{lr}_s{seed}", options, [best], overrides=[f"lr={lr}", f"seed={seed}"])
+    summary = summarize(tmp_path).read_text(encoding="utf-8")
+    assert summary.index("| 0.5 | 2 |") < summary.index("| 0.05 | 2 |")

@@ -1,6 +1,7 @@
-"""A task's pure pieces, without training (fast: what mutation testing runs against rnnexp/tasks/base.py):
-the Custom Scalars layout against the tags a run logs, the HParams record of a config, the
-scheduled-sampling probability, the Markdown of logged text, and what a checkpoint restores."""
+"""A task's pieces, without training (fast: what mutation testing runs against rnnexp/tasks/base.py first):
+each hook and helper of rnnexp.tasks.base.Task called on a real task with a stand-in trainer, loggers and
+writers (SimpleNamespace, FakeLogger, Recorder): the dashboards' layout, the HParams record, logging
+steps and validations, the NaN guard, checkpoints' extras, the end of training, DDP's sums."""
 
 from __future__ import annotations
 
@@ -204,15 +205,22 @@ class Recorder:
 
 
 class FakeLogger:
-    """A Lightning logger: its `experiment` (TensorBoard's writer, CSV's, or none at all) and its metrics."""
+    """A Lightning logger: its `experiment` (TensorBoard's writer, CSV's, or none at all), and in
+    `metrics` each call in order: (metrics, step), ("saved", None), ("hparams", params)."""
 
     def __init__(self, experiment: object | None) -> None:
-        self.metrics: list[tuple[dict, int]] = []
+        self.metrics: list[tuple] = []
         if experiment is not None:
             self.experiment = experiment
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         self.metrics.append((metrics, step))
+
+    def save(self) -> None:
+        self.metrics.append(("saved", None))
+
+    def log_hyperparams(self, params: dict) -> None:
+        self.metrics.append(("hparams", params))
 
 
 def test_the_end_of_training_measures_the_test_split_and_writes_the_sample_to_its_file_and_the_text_tab(
@@ -289,14 +297,9 @@ def test_teardown_closes_the_hparams_record_once(tiny_text, tmp_path):
     assert writer.calls == [("close",)] and task._hparams_writer is None
 
 
-class SavingLogger(FakeLogger):
-    def save(self) -> None:
-        self.metrics.append(("saved", None))
-
-
 def test_a_logging_step_writes_the_windows_means_the_norms_and_the_rates_in_one_go(tiny_text, tmp_path):
     task = task_of(tiny_text, tmp_path, "clip=1.0", "cell=rnn", "cell.hidden_size=4", "arch.embedding_dim=3")
-    logger = SavingLogger(None)
+    logger = FakeLogger(None)
     for p in task.parameters():
         p.grad = torch.full_like(p, 0.5)
     grads = {name: 0.5 * p.numel() ** 0.5 for name, p in task.model.named_parameters()}
@@ -450,7 +453,7 @@ def test_a_validation_keeps_the_first_best_score_in_the_metrics_direction_and_lo
         tiny_text, tmp_path, higher_is_better):
     task = task_of(tiny_text, tmp_path)
     task.higher_is_better = higher_is_better
-    logged, logger, writer = [], SavingLogger(None), Recorder()
+    logged, logger, writer = [], FakeLogger(None), Recorder()
     task.log_dict = lambda values, **options: logged.append((values, options))
     task._hparams_writer = writer
     scores = (2.0, 1.5, 1.5, 1.75) if not higher_is_better else (0.5, 0.75, 0.75, 0.625)
@@ -474,18 +477,13 @@ def test_a_validation_keeps_the_first_best_score_in_the_metrics_direction_and_lo
         task.log_validation(torch.tensor(math.nan), {}, torch.tensor(1.0))
 
 
-class HparamsLogger(FakeLogger):
-    def log_hyperparams(self, params: dict) -> None:
-        self.metrics.append(("hparams", params))
-
-
 def test_the_start_of_a_run_records_its_settings_and_layout_once_and_a_resume_purges_the_hparams_run(
         tiny_text, tmp_path):
     from pytorch_lightning.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     task = task_of(tiny_text, tmp_path)
-    with_layout, plain = HparamsLogger(Recorder()), HparamsLogger(None)
+    with_layout, plain = FakeLogger(Recorder()), FakeLogger(None)
     add_custom_scalars = []
     with_layout.experiment.add_custom_scalars = add_custom_scalars.append
     trainer = SimpleNamespace(precision="32-true", accelerator=CPUAccelerator(), is_global_zero=True,

@@ -8,11 +8,11 @@ from rnnexp.cells import ScratchCell, ScratchRNN, fused_classes, make_cell, make
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
 
 
-def build_pair(cell, activation, num_layers=1, input_size=5, hidden_size=7):
+def build_pair(cell, activation, num_layers=1, input_size=5, hidden_size=7, bidirectional=False):
     torch.manual_seed(0)
-    scratch = make_rnn(cell, "scratch", input_size, hidden_size, num_layers, activation)
+    scratch = make_rnn(cell, "scratch", input_size, hidden_size, num_layers, activation, bidirectional=bidirectional)
     torch.manual_seed(0)
-    fused = make_rnn(cell, "fused", input_size, hidden_size, num_layers, activation)
+    fused = make_rnn(cell, "fused", input_size, hidden_size, num_layers, activation, bidirectional=bidirectional)
     return scratch, fused
 
 
@@ -152,10 +152,7 @@ def test_only_the_forget_gates_bias_changes_from_torchs_initialisation():
 
 
 def test_a_deep_bidirectional_scratch_stack_matches_torchs():
-    torch.manual_seed(0)
-    scratch = make_rnn("gru", "scratch", 5, 7, num_layers=2, bidirectional=True)
-    torch.manual_seed(0)
-    fused = make_rnn("gru", "fused", 5, 7, num_layers=2, bidirectional=True)
+    scratch, fused = build_pair("gru", "tanh", num_layers=2, bidirectional=True)
     x, h = torch.randn(6, 3, 5), torch.randn(4, 3, 7)
     out_s, h_s = scratch(x, h)
     out_f, h_f = fused(x, h)

@@ -138,10 +138,12 @@ def test_a_run_without_a_setting_is_grouped_under_an_empty_value_and_a_run_witho
     assert sorted(grouped) == [("",), ("lstm",)]
     seeded_sweep(tmp_path, {("rnn", "0.01"): [1.0, 1.00001]})
     make_run(tmp_path / "failed", LM, [], overrides=["cell=gru", "lr=0.01", "seed=1"])  # its setting: no best
+    make_run(tmp_path / "defaults", LM, [1.25], overrides=["seed=1"])  # cell and lr left at their defaults
     summarize(tmp_path)
     with open(tmp_path / "summary.csv", encoding="utf-8") as f:
         by_run = {row["run"]: row for row in csv.DictReader(f)}
     assert [by_run["failed"][k] for k in ("best_mean", "best_std", "n", "best_ci95")] == ["", "", "", ""]
+    assert [by_run["defaults"][k] for k in ("cell", "lr", "best_mean", "n")] == ["", "", "1.25", "1"]
     row = by_run["rnn_lr0.01_s1"]  # lower-case exponents, as Python writes them
     assert row["best_std"].endswith("e-06") and row["best_ci95"].endswith("e-05")
 

@@ -91,7 +91,10 @@ def test_a_finished_run_reports_its_result_json_and_a_failed_one_its_error(tmp_p
     make_run(tmp_path / "broke", LM, [2.5])
     (tmp_path / "broke" / "error.txt").write_text("TrainingDiverged: loss became NaN\nTraceback ...\n")
     (tmp_path / "broke" / "result.json").write_text(json.dumps({"steps": 3}))  # the error wins
+    make_run(tmp_path / "pruned", LM, [2.9])  # stopped by a search's pruner (PruneTrial writes the step)
+    (tmp_path / "pruned" / "result.json").write_text(json.dumps({"steps": 10, "pruned_at_step": 10}))
     done, broke = read_run(tmp_path / "done"), read_run(tmp_path / "broke")
+    assert read_run(tmp_path / "pruned").status == "pruned at step 10"
     assert (done.status, done.steps, done.wall_seconds, done.tokens_per_sec) == ("finished", 25, 12.5, 1234.4)
     assert done.metric == "val/bpc" and done.higher_is_better is False  # ${tokenizer.lm_metric}, resolved
     assert done.curve == [(9, 2.0), (19, pytest.approx(1.8))] and done.overrides == {"tag": "done"}
@@ -101,6 +104,7 @@ def test_a_finished_run_reports_its_result_json_and_a_failed_one_its_error(tmp_p
                             "final val/bpc": "1.8000", "steps": "25", "tokens/s": "1,234", "wall s": "12",
                             "status": "finished"}
     assert rows["broke"]["status"] == "failed: TrainingDiverged: loss became NaN"
+    assert (rows["pruned"]["status"], rows["pruned"]["steps"]) == ("pruned at step 10", "10")
     assert (rows["broke"]["steps"], rows["broke"]["wall s"], rows["broke"]["tokens/s"]) == ("0", "", "")
 
 

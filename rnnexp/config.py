@@ -395,7 +395,7 @@ KWARGS_GO_TO = {"pytorch_lightning.loggers.tensorboard.TensorBoardLogger.__init_
                 "torch.utils.tensorboard.SummaryWriter"}
 
 
-def accepted_arguments(target: Any, skip_first: bool = False) -> tuple[set[str] | None, list[str]]:
+def accepted_arguments(target: Any, skip_first: bool) -> tuple[set[str] | None, list[str]]:
     """The keyword arguments a class or function takes (None: any, it has **kwargs), and the
     required ones. Our own subclasses that pass **kwargs on are followed to their parents."""
     names: set[str] = set()

@@ -190,6 +190,16 @@ COMPONENTS = [
     ("rnn", {"cell__variant": "irnn", "cell__impl": "scratch", "cell__activation": "tanh"},
      "cell.variant=irnn is a ReLU RNN with an identity recurrent matrix: add cell.activation=relu"),
     ("nosched", {"sched__foo": 1, "sched__bar": 2}, "sched=none takes no settings, got bar, foo"),
+    ("lm", {"cell__name": "mgu", "cell__impl": "fused"}, "cell=mgu has no fused kernel: add cell.impl=scratch"),
+    ("lm", {"data__zzzz": 1}, "unknown key 'data.zzzz'; data=text_file has: task, name, metric, higher_is_better, "
+     "remote, member, path, folder, files, members, val_fraction, test_fraction, normalize"),
+    ("lm", {"arch__name": "seq2seq"}, "arch=seq2seq needs a sequence-to-sequence task (data=reverse, copy, sort, "
+     "addition, number_words or parallel_text), not data=text_file"),
+    ("adding", {"arch__zoneout": 0.1}, "arch.zoneout regularises a language model (Arch 1, deep), not data=adding"),
+    ("lm", {"optim__lr": 0.1}, "optim.lr is set by rnnexp itself, from the top-level lr"),
+    ("lm", {"trainer__logger": False}, "trainer.logger is set by rnnexp itself"),
+    ("lm", {"logger__extra": {"_target_": "tests.test_config_values.needs_two", "_partial_": True}},
+     "logger.extra (tests.test_config_values.needs_two) needs first, second: add +logger.extra.first=..."),
     ("custom", {"cell___target_": "tests.helpers.DoubleCell"},
      "cell._target_=tests.helpers.DoubleCell must return the next h, shaped (batch, hidden_size) = (2, 16) here, "
      "in the dtype of its inputs (float32); it returned (2, 16) torch.float64"),
@@ -259,6 +269,10 @@ def two_arguments(params, alpha=1.0, beta=2.0):
     """A `_target_` taking two settings after what rnnexp passes first (an optimizer's params)."""
 
 
+def needs_two(first, second, third=3):
+    """A `_target_` with two required arguments."""
+
+
 def any_keyword(**kwargs):
     """A library's `_target_` that takes any keyword."""
 
@@ -296,3 +310,30 @@ def test_a_key_the_config_lacks_is_named_with_the_closest_key_or_what_its_target
     from rnnexp.config import unknown_key_error
 
     assert str(unknown_key_error(*arguments)) == message
+
+
+def test_our_own_class_takes_its_arguments_and_its_parents_and_needs_what_each_needs():
+    """rnnexp's classes that pass **kwargs on (callbacks.EarlyStop) are followed to their parent; an
+    argument that either requires is required."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    from rnnexp.callbacks import EarlyStop
+    from rnnexp.config import accepted_arguments
+
+    def __init__(self, threshold: float, patience: int = 3, **kwargs) -> None:
+        EarlyStopping.__init__(self, patience=patience, **kwargs)
+
+    __init__.__module__ = "rnnexp.example"  # followed as rnnexp's own are (a test's are not)
+    extended = type("ExtendedEarlyStop", (EarlyStopping,), {"__init__": __init__})
+    names, required = accepted_arguments(extended, skip_first=False)
+    assert {"threshold", "patience", "monitor", "min_delta", "mode"} <= names and "kwargs" not in names
+    assert required == ["threshold", "monitor"]
+    assert accepted_arguments(EarlyStop, skip_first=False)[1] == ["monitor"]
+    assert accepted_arguments(extended, skip_first=True)[1] == ["monitor"]  # its first argument is rnnexp's to give
+
+    def takes_any(self, size: int, **kwargs) -> None:
+        pass
+
+    takes_any.__module__ = "rnnexp.example"
+    open_ended = type("OpenEnded", (), {"__init__": takes_any})  # followed to object.__init__, which has no module
+    assert accepted_arguments(open_ended, skip_first=False) == (None, ["size"])

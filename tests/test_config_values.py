@@ -38,6 +38,9 @@ def _base(name: str) -> dict:
     return resolve(compose_config(*BASES[name]))
 
 
+DROP = object()  # a change that removes the key
+
+
 def config(name: str, **changes) -> dict:
     """Base `name` with `changes` made, a dotted key given with `__` for each dot."""
     cfg = copy.deepcopy(_base(name))
@@ -46,7 +49,10 @@ def config(name: str, **changes) -> dict:
         holder = cfg
         for group in groups:
             holder = holder[group]
-        holder[last] = value
+        if value is DROP:
+            del holder[last]
+        else:
+            holder[last] = value
     return cfg
 
 
@@ -167,6 +173,7 @@ PASSES = [  # each setting at the edge of what works
     ("exponential", {"sched__decay_rate": 1.0, "sched__decay_steps": 1}),
     ("cosine", {"sched__total_steps": 1, "sched__warmup_steps": 0}),
     ("plateau", {"trainer__val_check_interval": 99}),
+    ("plateau", {"sched__mode": DROP}),  # ReduceLROnPlateau's default mode, min
     ("plateau", {"trainer__val_check_interval": 500, "trainer__max_steps": -1}),
 ]
 
@@ -198,6 +205,7 @@ COMPONENTS = [
     ("adding", {"arch__zoneout": 0.1}, "arch.zoneout regularises a language model (Arch 1, deep), not data=adding"),
     ("lm", {"optim__lr": 0.1}, "optim.lr is set by rnnexp itself, from the top-level lr"),
     ("lm", {"trainer__logger": False}, "trainer.logger is set by rnnexp itself"),
+    ("lm", {"trainer__callbacks": []}, "trainer.callbacks is set by rnnexp itself"),
     ("lm", {"logger__extra": {"_target_": "tests.test_config_values.needs_two", "_partial_": True}},
      "logger.extra (tests.test_config_values.needs_two) needs first, second: add +logger.extra.first=..."),
     ("custom", {"cell___target_": "tests.helpers.DoubleCell"},

@@ -69,3 +69,37 @@ def test_a_sanity_check_or_a_validation_without_the_metric_reports_nothing(saved
     prune = PruneTrial(Trial(prune=True), "val/bpc")
     prune.on_validation_end(run, None)
     assert prune.trial.reported == [] and not run.should_stop and prune.pruned_at_step is None and saved == []
+
+
+@pytest.mark.parametrize("storage", ["journal", "default"])
+def test_a_searchs_job_finds_its_trial_in_its_studys_storage_with_its_pruner(tmp_path, storage):
+    """trial_of_this_job, in process (tests/test_search.py's searches run it in their jobs): the trial
+    the sweeper put in the job's config, from the search's storage (its folder's optuna.db by default),
+    with the search's pruner; None outside a search."""
+    import optuna
+    from hydra.core.hydra_config import HydraConfig
+
+    from rnnexp.search import JOURNAL, default_storage, open_storage, trial_of_this_job
+    from tests.test_sweeps import compose_with_hydra
+
+    url = f"{JOURNAL}{tmp_path / 'elsewhere' / 'study.log'}" if storage == "journal" else None
+    study = optuna.create_study(study_name="study", storage=open_storage(url or default_storage(tmp_path)))
+    study.ask(), study.ask()  # trials 0 and 1
+    overrides = ["hparams_search=lm_lr_clip", f"hydra.sweep.dir={tmp_path}", "hydra.sweeper.study_name=study",
+                 f"hydra.sweeper.storage={url or 'null'}"]
+    assert trial_of_this_job() is None  # not a Hydra job
+    try:
+        HydraConfig.instance().set_config(compose_with_hydra(*overrides))
+        assert trial_of_this_job() is None  # a job, not a search's trial
+        HydraConfig.instance().set_config(compose_with_hydra(*overrides, "hydra.sweeper.trial=1",
+                                                             "hydra.sweeper.pruner.n_startup_trials=3"))
+        trial = trial_of_this_job()
+        assert isinstance(trial, optuna.trial.Trial) and trial.number == 1 and trial.study.study_name == "study"
+        pruner = trial.study.pruner
+        assert isinstance(pruner, optuna.pruners.MedianPruner) and pruner._n_startup_trials == 3
+        HydraConfig.instance().set_config(compose_with_hydra(*overrides, "hydra.sweeper.trial=0",
+                                                             "hydra.sweeper.pruner=null"))
+        trial = trial_of_this_job()
+        assert trial.number == 0 and isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+    finally:
+        HydraConfig.instance().cfg = None

@@ -3,6 +3,7 @@ several workers on one study (SQLite, a journal file, a real PostgreSQL server),
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,7 +115,7 @@ def test_a_study_in_another_storage_gets_its_own_folder():
     elsewhere = {search_dir("lm_lr_clip_gru_tinyshakespeare", url)
                  for url in ("sqlite:////other/path.db", "journal:///shared/study.log", "postgresql://db/optuna")}
     assert len(elsewhere) == 3 and default not in elsewhere
-    assert all(d.startswith(default + "-") for d in elsewhere)
+    assert all(re.fullmatch(re.escape(default) + "-[0-9a-f]{8}", d) for d in elsewhere)  # 8 hex digits of the URL
 
 
 def test_search_presets_use_the_projects_sweeper_with_median_pruning():

@@ -141,6 +141,9 @@ REFUSED = [
     ("plateau", {"trainer__val_check_interval": 0.5},
      "sched=plateau lowers the lr when val/loss stops improving, but this run validates only at its end "
      "(trainer.val_check_interval=0.5, trainer.max_steps=100): validate more often"),
+    ("plateau", {"trainer__val_check_interval": 1, "trainer__max_steps": 1},  # the shortest budget
+     "sched=plateau lowers the lr when val/loss stops improving, but this run validates only at its end "
+     "(trainer.val_check_interval=1, trainer.max_steps=1): validate more often"),
 ]
 
 
@@ -174,6 +177,7 @@ PASSES = [  # each setting at the edge of what works
     ("cosine", {"sched__total_steps": 1, "sched__warmup_steps": 0}),
     ("plateau", {"trainer__val_check_interval": 99}),
     ("plateau", {"sched__mode": DROP}),  # ReduceLROnPlateau's default mode, min
+    ("plateau", {"trainer__max_steps": DROP}),  # Lightning's default, -1: no budget in steps
     ("plateau", {"trainer__val_check_interval": 500, "trainer__max_steps": -1}),
 ]
 

@@ -85,6 +85,7 @@ def test_a_searchs_job_finds_its_trial_in_its_studys_storage_with_its_pruner(tmp
     url = f"{JOURNAL}{tmp_path / 'elsewhere' / 'study.log'}" if storage == "journal" else None
     study = optuna.create_study(study_name="study", storage=open_storage(url or default_storage(tmp_path)))
     study.ask(), study.ask()  # trials 0 and 1
+    optuna.create_study(study_name="other", storage=study._storage).ask()  # a study found by its name
     overrides = ["hparams_search=lm_lr_clip", f"hydra.sweep.dir={tmp_path}", "hydra.sweeper.study_name=study",
                  f"hydra.sweeper.storage={url or 'null'}"]
     assert trial_of_this_job() is None  # not a Hydra job
@@ -97,6 +98,10 @@ def test_a_searchs_job_finds_its_trial_in_its_studys_storage_with_its_pruner(tmp
         assert isinstance(trial, optuna.trial.Trial) and trial.number == 1 and trial.study.study_name == "study"
         pruner = trial.study.pruner
         assert isinstance(pruner, optuna.pruners.MedianPruner) and pruner._n_startup_trials == 3
+        HydraConfig.instance().set_config(compose_with_hydra(*overrides, "hydra.sweeper.trial=0",
+                                                             "hydra/sweeper/pruner=hyperband", "trainer.max_steps=900"))
+        pruner = trial_of_this_job().study.pruner  # its budget follows the run's, ${trainer.max_steps}
+        assert isinstance(pruner, optuna.pruners.HyperbandPruner) and pruner._max_resource == 900
         HydraConfig.instance().set_config(compose_with_hydra(*overrides, "hydra.sweeper.trial=0",
                                                              "hydra.sweeper.pruner=null"))
         trial = trial_of_this_job()

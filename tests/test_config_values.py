@@ -111,6 +111,7 @@ REFUSED = [
     ("lm", {"sample__temperature": 0.0}, "sample.temperature must be > 0, got 0.0"),
     ("lm", {"sample__length": -1}, "sample.length must be >= 0, got -1"),
     ("lm", {"sample__val_length": -1}, "sample.val_length must be >= 0, got -1"),
+    ("adding", {"data__length": 2.5}, "data.length must be a positive integer, got 2.5"),
     ("adding", {"data__length": 1},
      "data.length must be at least 2 for the adding problem (a marker in each half), got 1"),
     ("adding", {"data__train_batches": 0}, "data.train_batches must be a positive integer, got 0"),

@@ -89,7 +89,33 @@ def test_auto_takes_the_most_steps_that_end_on_every_interval_and_one_where_a_ba
     assert steps_per_batch(config_with("steps_per_batch=5"), batch_holds_steps=True) == 5
 
 
+SWA = "+callbacks.weight_average._target_=rnnexp.callbacks.StochasticWeightAverage"
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["+trainer.strategy=ddp_spawn"], 1), (["trainer.devices=2"], 1), (["+trainer.num_nodes=2"], 1),  # each alone
+    (["trainer=ddp", "steps_per_batch=1"], 1),
+    (["~trainer.devices"], 25),  # Lightning's default, one device
+    (["diagnostics.every_n_steps=1"], 1),
+    (["~callbacks.model_checkpoint.every_n_steps"], 25),  # saves at validations only: 250 and 125 leave 25
+    (["trainer.val_check_interval=1000", "diagnostics.every_n_steps=0", "callbacks.model_checkpoint.every_n_steps=64"],
+     8),  # the checkpoint's interval alone rules out 25
+    (["trainer.val_check_interval=99", "diagnostics.every_n_steps=0", "callbacks.model_checkpoint.every_n_steps=0"],
+     11),  # never more than 32, though 33 divides 99
+])
+def test_each_reason_for_one_step_a_batch_and_each_interval_counts_on_its_own(overrides, expected):
+    assert steps_per_batch(config_with(*overrides), batch_holds_steps=True) == expected
+
+
 @pytest.mark.parametrize("overrides,message", [
+    (["steps_per_batch=5", "callbacks.model_checkpoint.every_n_steps=64"],
+     "steps_per_batch=5 must divide callbacks.model_checkpoint.every_n_steps=64 (a batch of steps ends where it "
+     "happens): give a divisor of it, or steps_per_batch=auto"),
+    (["steps_per_batch=4", "trainer.val_check_interval=1000", "diagnostics.every_n_steps=10"],
+     "steps_per_batch=4 must divide diagnostics.every_n_steps=10 (a batch of steps ends where it happens): give a "
+     "divisor of it, or steps_per_batch=auto"),
+    (["steps_per_batch=5", SWA], "steps_per_batch=5 is not possible with weight averaging "
+                                 "(callbacks.weight_average): use steps_per_batch=auto"),
     (["steps_per_batch=8"], "steps_per_batch=8 must divide trainer.val_check_interval=250 (a batch of steps ends "
                             "where it happens): give a divisor of it, or steps_per_batch=auto"),
     (["steps_per_batch=5", "trainer=ddp"], "steps_per_batch=5 is not possible with several training processes "

@@ -74,6 +74,8 @@ REFUSED = [
      "the sum U x + W h)"),
     ("lm", {"arch__dropout": 1}, "arch.dropout must be a number in [0, 1), got 1"),
     ("lm", {"data__val_fraction": True}, "data.val_fraction must be a number in [0, 1), got True"),
+    ("lm", {"data__test_fraction": False}, "data.test_fraction must be a number in [0, 1), got False"),
+    ("lm", {"data__test_fraction": "0.1"}, "data.test_fraction must be a number in [0, 1), got '0.1'"),
     ("arch2", {"arch__feedback": "random"}, "arch.feedback must be teacher, sampled or scheduled, got 'random'"),
     ("seq2seq", {"arch__encoder": "cnn"}, "arch.encoder must be rnn or vector, got 'cnn'"),
     ("seq2seq", {"arch__encoder": "vector", "arch__attention": True},

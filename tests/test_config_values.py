@@ -60,6 +60,8 @@ def config(name: str, **changes) -> dict:
 REFUSED = [
     ("lm", {"scale": 0}, "scale must be a positive number, got 0"),
     ("lm", {"scale": -0.5}, "scale must be a positive number, got -0.5"),
+    ("lm", {"scale": "0.5"}, "scale must be a positive number, got '0.5'"),  # quoted in a YAML file
+    ("lm", {"seed": "3"}, "seed must be an integer, got '3'"),
     ("lm", {"unroll": 0}, "unroll must be a positive integer, got 0"),
     ("lm", {"clip": -0.5}, "clip must be a number >= 0 (0 turns clipping off), got -0.5"),
     ("lm", {"cell__impl": "cuda"}, "cell.impl must be fused or scratch, got 'cuda'"),

@@ -61,6 +61,10 @@ REFUSED = [
     ("lm", {"scale": 0}, "scale must be a positive number, got 0"),
     ("lm", {"scale": -0.5}, "scale must be a positive number, got -0.5"),
     ("lm", {"scale": "0.5"}, "scale must be a positive number, got '0.5'"),  # quoted in a YAML file
+    *[("lm", {f"arch__{key}": 1.0}, f"arch.{key} must be a number in [0, 1), got 1.0")  # AWD-LSTM's regularisers
+      for key in ("embedding_dropout", "input_dropout", "output_dropout", "weight_drop", "zoneout")],
+    ("lm", {"arch__ar": -1.0}, "arch.ar must be a number >= 0 (0 turns it off), got -1.0"),
+    ("lm", {"arch__tar": "2"}, "arch.tar must be a number >= 0 (0 turns it off), got '2'"),
     ("lm", {"seed": "3"}, "seed must be an integer, got '3'"),
     ("lm", {"unroll": 0}, "unroll must be a positive integer, got 0"),
     ("lm", {"clip": -0.5}, "clip must be a number >= 0 (0 turns clipping off), got -0.5"),

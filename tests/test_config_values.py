@@ -39,7 +39,14 @@ def _base(name: str) -> dict:
     return resolve(compose_config(*BASES[name]))
 
 
-DROP = object()  # a change that removes the key
+class Drop:
+    """A change that removes the key (named in the test's id, the same in every process)."""
+
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+DROP = Drop()
 
 
 def config(name: str, **changes) -> dict:

@@ -71,6 +71,8 @@ REFUSED = [
     *[("lm", {f"arch__{key}": 1.0}, f"arch.{key} must be a number in [0, 1), got 1.0")  # AWD-LSTM's regularisers
       for key in ("embedding_dropout", "input_dropout", "output_dropout", "weight_drop", "zoneout")],
     ("lm", {"arch__ar": -1.0}, "arch.ar must be a number >= 0 (0 turns it off), got -1.0"),
+    ("lm", {"arch__zoneout": 0.1}, "arch.zoneout acts between the steps of the scratch cells: add cell.impl=scratch "
+     "(torch's fused kernels run all steps inside one call)"),
     ("lm", {"arch__tar": "2"}, "arch.tar must be a number >= 0 (0 turns it off), got '2'"),
     ("lm", {"seed": "3"}, "seed must be an integer, got '3'"),
     ("lm", {"unroll": 0}, "unroll must be a positive integer, got 0"),

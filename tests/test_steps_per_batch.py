@@ -75,6 +75,9 @@ def config_with(*overrides: str) -> dict:
     return resolve(compose_config("run_dir=/tmp/unused", *overrides))
 
 
+SWA = "+callbacks.weight_average._target_=rnnexp.callbacks.StochasticWeightAverage"
+
+
 def test_auto_takes_the_most_steps_that_end_on_every_interval_and_one_where_a_batch_must_be_one_step():
     assert steps_per_batch(config_with(), batch_holds_steps=True) == 25  # 250, 500 and 125: 25 divides them
     assert steps_per_batch(config_with("diagnostics.every_n_steps=0", "callbacks.model_checkpoint.every_n_steps=0",
@@ -84,12 +87,8 @@ def test_auto_takes_the_most_steps_that_end_on_every_interval_and_one_where_a_ba
     assert steps_per_batch(config_with("trainer.val_check_interval=7"), batch_holds_steps=True) == 1
     assert steps_per_batch(config_with(), batch_holds_steps=False) == 1  # a task whose batch is one step
     assert steps_per_batch(config_with("trainer=ddp"), batch_holds_steps=True) == 1
-    swa = "+callbacks.weight_average._target_=rnnexp.callbacks.StochasticWeightAverage"
-    assert steps_per_batch(config_with(swa), batch_holds_steps=True) == 1
+    assert steps_per_batch(config_with(SWA), batch_holds_steps=True) == 1
     assert steps_per_batch(config_with("steps_per_batch=5"), batch_holds_steps=True) == 5
-
-
-SWA = "+callbacks.weight_average._target_=rnnexp.callbacks.StochasticWeightAverage"
 
 
 @pytest.mark.parametrize("overrides,expected", [

@@ -29,6 +29,8 @@ BASES = {  # composed once each; every case changes values of one of them
     "plateau": ("data=text_file", "data.path=t.txt", "run_dir=run", "sched=plateau", "trainer.max_steps=100",
                 "trainer.val_check_interval=10"),
     "nosched": ("data=text_file", "data.path=t.txt", "run_dir=run", "sched=none"),
+    "deep": ("data=text_file", "data.path=t.txt", "run_dir=run", "arch=deep"),
+    "parallel": ("arch=seq2seq", "data=parallel_text", "data.path=pairs.tsv", "run_dir=run"),
     "custom": ("data=text_file", "data.path=t.txt", "run_dir=run", "cell=custom",
                "cell._target_=examples.minimal_cell.LeakyRNNCell", "cell.hidden_size=16"),
 }
@@ -165,6 +167,36 @@ REFUSED = [
     ("plateau", {"trainer__val_check_interval": 0.5},
      "sched=plateau lowers the lr when val/loss stops improving, but this run validates only at its end "
      "(trainer.val_check_interval=0.5, trainer.max_steps=100): validate more often"),
+    ("lm", {"arch__tie_weights": True, "arch__embedding_dim": 64, "cell__hidden_size": 32},
+     "arch.tie_weights shares one matrix between the embedding and the readout: it needs arch.embedding_dim = "
+     "cell.hidden_size, got 64 and 32"),
+    ("deep", {"arch__num_layers": 0}, "arch.num_layers must be a positive integer, got 0"),
+    *[(base, {"cell__name": "rnn", "cell__activation": "tanh", "cell__impl": "scratch", "arch__combine": "concat"},
+       f"arch.combine=concat applies to arch1, deep and bidirectional, not arch={base}")
+      for base in ("arch2", "seq2seq")],
+    ("parallel", {"arch__encoder": "vector"}, "arch.encoder=vector has no encoder states: it takes a generated "
+     "task's fixed-size source, without attention or a bidirectional encoder"),
+    ("seq2seq", {"decode__beam_size": 0}, "decode.beam_size must be a positive integer, got 0"),
+    ("lm", {"ckpt_path": "a.ckpt", "init_from": "b.ckpt"}, "give ckpt_path (resume a run) or init_from (a new run "
+     "from a checkpoint's weights), not both: a run that started with init_from resumes with ckpt_path alone"),
+    ("lm", {"trainer__limit_val_batches": 0},
+     "trainer.limit_val_batches must be > 0: every run is judged on validation, got 0"),
+    ("lm", {"trainer__limit_val_batches": -0.5},
+     "trainer.limit_val_batches must be > 0: every run is judged on validation, got -0.5"),
+    ("lm", {"guard__on_nonfinite": "ignore"}, "guard.on_nonfinite must be stop or skip, got 'ignore'"),
+    ("lm", {"guard__explode_factor": "3"}, "guard.explode_factor must be a number >= 0, got '3'"),
+    *[("lm", {"trainer__max_time": bad}, "trainer.max_time must be DD:HH:MM:SS, two digits each after the days "
+       f"(e.g. 00:00:08:00 for 8 minutes), got {bad!r}") for bad in ("00:00:08:00:00", "x00:00:08:00", "00:08:00")],
+    *[("lm", {"steps_per_batch": bad}, f"steps_per_batch must be auto or a positive integer, got {bad!r}")
+      for bad in (0, -2, True, 2.5, "4", "AUTO")],
+    *[("lm", {"diagnostics__every_n_steps": bad},
+       f"diagnostics.every_n_steps must be an integer >= 0 (0: off), got {bad!r}") for bad in ("10", "-1")],
+    ("lm", {"data__task": DROP}, "data.task is missing: every config in conf/data/ names its task (an import path), "
+     "name, metric and higher_is_better (see docs/extending.md)"),
+    *[("lm", {f"data__{key}": DROP}, f"data.{key} is missing: every config in conf/data/ names its task (an import "
+       "path), name, metric and higher_is_better (see docs/extending.md)") for key in ("metric", "higher_is_better")],
+    ("lm", {"data__higher_is_better": "yes"}, "data.higher_is_better must be true or false, got 'yes'"),
+    ("lm", {"data__higher_is_better": 1}, "data.higher_is_better must be true or false, got 1"),
     ("plateau", {"trainer__val_check_interval": 1, "trainer__max_steps": 1},  # the shortest budget
      "sched=plateau lowers the lr when val/loss stops improving, but this run validates only at its end "
      "(trainer.val_check_interval=1, trainer.max_steps=1): validate more often"),
@@ -203,6 +235,27 @@ PASSES = [  # each setting at the edge of what works
     ("plateau", {"sched__mode": DROP}),  # ReduceLROnPlateau's default mode, min
     ("plateau", {"trainer__max_steps": DROP}),  # Lightning's default, -1: no budget in steps
     ("plateau", {"trainer__val_check_interval": 500, "trainer__max_steps": -1}),
+    ("lm", {"arch__zoneout": 0.1, "cell__impl": "scratch"}), ("lm", {"arch__zoneout": 0.0}),
+    ("lm", {"arch__tie_weights": True, "arch__embedding_dim": 32, "cell__hidden_size": 32}),
+    ("lm", {"arch__tie_weights": DROP, "arch__embedding_dim": 64, "cell__hidden_size": 32}),
+    ("deep", {"arch__num_layers": 1}), ("lm", {"arch__num_layers": DROP}),
+    ("deep", {"cell__name": "rnn", "cell__activation": "tanh", "cell__impl": "scratch", "arch__combine": "concat"}),
+    *[("arch2", {"arch__feedback": feedback}) for feedback in ("teacher", "sampled", "scheduled")],
+    *[("seq2seq", {"arch__context": context}) for context in ("init", "every_step")],
+    ("parallel", {}), ("seq2seq", {"arch__encoder_hidden_size": None, "decode__beam_size": 1}),
+    ("lm", {"data__test_fraction": DROP, "data__val_fraction": 0.99}),
+    ("lm", {"data__normalize": None}), ("lm", {"data__normalize": DROP}), ("byte", {"data__normalize": None}),
+    ("lm", {"ckpt_path": "a.ckpt"}), ("lm", {"init_from": "b.ckpt"}),
+    ("lm", {"trainer__limit_val_batches": None}), ("lm", {"trainer__limit_val_batches": DROP}),
+    ("lm", {"trainer__limit_val_batches": 0.01}),
+    ("lm", {"guard__on_nonfinite": "stop", "guard__explode_factor": 2.5}),
+    ("lm", {"trainer__gradient_clip_algorithm": "norm"}),
+    *[("lm", {"trainer__max_time": good}) for good in ("00:00:08:00", " 1:00:00:00 ", "10:23:59:59", None)],
+    ("lm", {"trainer__max_time": {"minutes": 8}}), ("lm", {"trainer__max_time": DROP}),
+    ("lm", {"trainer__log_every_n_steps": 1}),
+    *[("lm", {"steps_per_batch": good}) for good in ("auto", 1, 32)],
+    ("lm", {"diagnostics__every_n_steps": 1}),
+    ("lm", {"data__higher_is_better": True}),
 ]
 
 

@@ -4,10 +4,12 @@ refused too much, or said the wrong thing, fails here). tests/test_bad_inputs.py
 kind through the whole run; these cover the rest."""
 
 import copy
+from dataclasses import fields
 from functools import cache
 
 import pytest
 
+from rnnexp import schema
 from rnnexp.config import validate_components, validate_config
 from rnnexp.errors import ConfigError
 from rnnexp.train import resolve
@@ -209,6 +211,18 @@ def test_a_value_that_cannot_work_is_refused_with_its_line(base, changes, messag
     with pytest.raises(ConfigError) as refused:
         validate_config(config(base, **changes))
     assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("base,section,where,dataclass", [
+    ("lm", "", "the top level", schema.Train), ("lm", "arch", "arch=arch1", schema.Arch1),
+    ("arch2", "arch", "arch=arch2", schema.Arch2), ("word", "tokenizer", "tokenizer=word", schema.WordTokenizer),
+    ("lm", "cell", "cell=lstm", schema.Cell), ("custom", "cell", "cell=custom", schema.CustomCell),
+    ("lm", "guard", "guard", schema.Guard), ("seq2seq", "decode", "decode", schema.Decode)])
+def test_a_key_like_none_of_its_place_is_refused_with_the_keys_that_place_has(base, section, where, dataclass):
+    key = f"{section}.qqqqqq" if section else "qqqqqq"
+    with pytest.raises(ConfigError) as refused:
+        validate_config(config(base, **{key.replace(".", "__"): 1}))
+    assert str(refused.value) == f"unknown key '{key}'; {where} has: {', '.join(f.name for f in fields(dataclass))}"
 
 
 PASSES = [  # each setting at the edge of what works

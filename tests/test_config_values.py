@@ -197,6 +197,14 @@ REFUSED = [
      "name, metric and higher_is_better (see docs/extending.md)"),
     *[("lm", {f"data__{key}": DROP}, f"data.{key} is missing: every config in conf/data/ names its task (an import "
        "path), name, metric and higher_is_better (see docs/extending.md)") for key in ("metric", "higher_is_better")],
+    ("lm", {"arch__name": "arch9"},
+     "arch.name must be one of arch1, deep, bidirectional, arch2, seq2seq, got 'arch9': pick one with arch=..."),
+    ("lm", {"tokenizer__name": DROP}, "tokenizer.name must be one of char, byte, word, got None: pick one with "
+     "tokenizer=..."),
+    ("lm", {"diagnostics__every_n_steps": True},  # the schema's types come first
+     "diagnostics.every_n_steps has the wrong type: Value 'True' of type 'bool' could not be converted to Integer"),
+    ("lm", {"arch__embedding_dim": "wide"},
+     "arch.embedding_dim has the wrong type: Value 'wide' of type 'str' could not be converted to Integer"),
     ("lm", {"data__higher_is_better": "yes"}, "data.higher_is_better must be true or false, got 'yes'"),
     ("lm", {"data__higher_is_better": 1}, "data.higher_is_better must be true or false, got 1"),
     ("plateau", {"trainer__val_check_interval": 1, "trainer__max_steps": 1},  # the shortest budget

@@ -96,7 +96,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
         _positive_int(arch, "num_layers", "arch.num_layers")
     if arch["name"] == "arch2" and arch["feedback"] not in ("teacher", "sampled", "scheduled"):
         raise ConfigError(f"arch.feedback must be teacher, sampled or scheduled, got {arch['feedback']!r}")
-    if arch.get("combine", "sum") != "sum" and arch["name"] in ("arch2", "seq2seq"):
+    if arch["combine"] != "sum" and arch["name"] in ("arch2", "seq2seq"):
         raise ConfigError(
             f"arch.combine={arch['combine']} applies to arch1, deep and bidirectional, not arch={arch['name']}"
         )
@@ -136,7 +136,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
         raise ConfigError("give ckpt_path (resume a run) or init_from (a new run from a checkpoint's weights), "
                           "not both: a run that started with init_from resumes with ckpt_path alone")
     _validate_schedule(cfg)
-    limit = cfg["trainer"].get("limit_val_batches", 1.0)
+    limit = cfg["trainer"].get("limit_val_batches")  # None: every batch
     if limit is not None and limit <= 0:
         raise ConfigError(f"trainer.limit_val_batches must be > 0: every run is judged on validation, got {limit}")
     if cfg["guard"]["on_nonfinite"] not in ("stop", "skip"):

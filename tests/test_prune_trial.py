@@ -83,10 +83,10 @@ def test_a_searchs_job_finds_its_trial_in_its_studys_storage_with_its_pruner(tmp
     from tests.test_sweeps import compose_with_hydra
 
     url = f"{JOURNAL}{tmp_path / 'elsewhere' / 'study.log'}" if storage == "journal" else None
-    storage = open_storage(url or default_storage(tmp_path))
-    study = optuna.create_study(study_name="study", storage=storage)
+    opened = open_storage(url or default_storage(tmp_path))
+    study = optuna.create_study(study_name="study", storage=opened)
     study.ask(), study.ask()  # trials 0 and 1
-    optuna.create_study(study_name="other", storage=storage).ask()  # a study found by its name
+    optuna.create_study(study_name="other", storage=opened).ask()  # a study found by its name
     overrides = ["hparams_search=lm_lr_clip", f"hydra.sweep.dir={tmp_path}", "hydra.sweeper.study_name=study",
                  f"hydra.sweeper.storage={url or 'null'}"]
     assert trial_of_this_job() is None  # not a Hydra job
